@@ -1,0 +1,1 @@
+"""Policies: models that sample and score tokens (installed as opd_selfplay.agents)."""
