@@ -1,0 +1,306 @@
+"""`HFPolicy`: a Hugging Face transformers causal LM as a policy, on CPU or GPU.
+
+Sampling is our own loop over the model's forward with a KV cache rather than
+`model.generate`, because the rollout engine needs, for every sampled token, the log-prob
+under exactly the distribution it was drawn from. Recomputing log-probs from `generate`'s
+scores is where several peers drift from the trainer's forward pass (temperature applied in
+one place and not the other, or padding-dependent positions). Here the log-prob returned for
+a token is `log_softmax(logits / T)` of the same forward that sampled it, and left padding is
+handled with explicit position ids, so a separate forward over the same ids reproduces it.
+
+Not covered: beam search, speculative decoding, repetition penalties.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from opd_selfplay.agents.base import Sample, SamplingParams
+from opd_selfplay.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+_FAST_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
+
+
+def load_tokenizer(path: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
+    """Load a tokenizer from a model folder or hub id, honouring a generic fast tokenizer.
+
+    transformers 5 maps a folder whose `config.json` says `model_type: qwen2` to Qwen's own
+    tokenizer class even when `tokenizer_config.json` names the generic
+    `PreTrainedTokenizerFast`, silently swapping a custom pre-tokenizer and decoder. A folder
+    that names the generic class is therefore loaded with it directly.
+
+    Args:
+        path: a local model folder or a hub id.
+    Returns:
+        The tokenizer, with its chat template.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    cfg = Path(path) / "tokenizer_config.json"
+    if cfg.is_file():
+        try:
+            cls = json.loads(cfg.read_text(encoding="utf-8")).get("tokenizer_class")
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{cfg}: not valid JSON ({exc.msg}); fix or re-save the tokenizer") from None
+        if cls in _FAST_CLASSES:
+            return PreTrainedTokenizerFast.from_pretrained(str(path))
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    return frozenset(ids)
+
+
+class HFPolicy:
+    """A transformers causal LM that samples with a KV cache and scores token sequences.
+
+    Args:
+        model: a causal LM (any architecture `AutoModelForCausalLM` loads).
+        tokenizer: its tokenizer, with a chat template for multi-turn rollouts.
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.model = model
+        self._tokenizer = tokenizer
+        self.eos_token_ids = _eos_ids(model, tokenizer)
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = int(pad if pad is not None else min(self.eos_token_ids or {0}))
+        # transformers 5 renamed the forward's `past_key_values` to `cache`.
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        device: str | None = None,
+        dtype: str | None = None,
+    ) -> HFPolicy:
+        """Load a model folder (or hub id) with its tokenizer.
+
+        Args:
+            path: local folder with `config.json`, or a hub id.
+            device: `cpu`, `cuda`, `cuda:1`…; default: CUDA when available.
+            dtype: `float32`, `bfloat16` or `float16`; default: float32 on CPU, bfloat16 on GPU.
+        """
+        import torch
+        from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype is None:
+            torch_dtype = torch.float32 if device == "cpu" else torch.bfloat16
+        else:
+            torch_dtype = getattr(torch, dtype, None)
+            if not isinstance(torch_dtype, torch.dtype):
+                raise InputError(f"dtype {dtype!r}: use float32, bfloat16 or float16")
+        tokenizer = load_tokenizer(path)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
+        model.to(device).eval()
+        return cls(model, tokenizer)
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self._tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -- helpers ------------------------------------------------------------------------
+    def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        if not seqs or any(len(s) == 0 for s in seqs):
+            raise ValueError("every prompt must have at least one token")
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s) :] = torch.as_tensor(list(s), dtype=torch.long)
+            mask[i, width - len(s) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache, **kw):
+        return self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=cache is not None,
+            **({self._cache_kw: cache} if cache is not None else {}),
+            **kw,
+        )
+
+    # -- sampling -----------------------------------------------------------------------
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Sample]:
+        """Sample one continuation per prompt, batched with left padding and a KV cache.
+
+        Args:
+            prompts: context token ids per row.
+            params: sampling settings.
+        Returns:
+            One `Sample` per prompt.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        if not prompts:
+            return []
+        tok = self._tokenizer
+        ids, mask = self._left_pad(prompts)
+        batch = ids.shape[0]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        greedy = params.temperature == 0.0
+        temp = 1.0 if greedy else params.temperature
+        eos = torch.tensor(sorted(self.eos_token_ids) or [-1], device=self.device)
+        longest_stop = max((len(s) for s in params.stop), default=0)
+
+        tokens: list[list[int]] = [[] for _ in range(batch)]
+        logps: list[list[float]] = [[] for _ in range(batch)]
+        finish: list[str] = ["length"] * batch
+        done = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        cache = DynamicCache(config=self.model.config)
+        next_pos = positions[:, -1:] + 1
+        with torch.inference_mode():
+            out = self._forward(ids, mask, positions, cache, logits_to_keep=1)
+            for _ in range(params.max_new_tokens):
+                logits = out.logits[:, -1, :].float()
+                logp = torch.log_softmax(logits / temp, dim=-1)
+                if greedy:
+                    choice = logp.argmax(dim=-1)
+                else:
+                    probs = logp.exp()
+                    if params.top_p < 1.0:
+                        probs = _top_p_filter(probs, params.top_p)
+                    choice = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+                choice = torch.where(done, torch.full_like(choice, self.pad_token_id), choice)
+                chosen_lp = logp.gather(-1, choice[:, None]).squeeze(-1)
+                choice_list = choice.tolist()
+                lp_list = chosen_lp.tolist()
+                is_eos = torch.isin(choice, eos) & ~done
+                for row in range(batch):
+                    if done[row]:
+                        continue
+                    tokens[row].append(choice_list[row])
+                    logps[row].append(lp_list[row])
+                    if is_eos[row]:
+                        finish[row] = "stop"
+                    elif longest_stop and _hits_stop(tok, tokens[row], params.stop, longest_stop):
+                        finish[row] = "stop"
+                        is_eos[row] = True
+                done = done | is_eos
+                if bool(done.all()):
+                    break
+                mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
+                out = self._forward(choice[:, None], mask, next_pos, cache)
+                next_pos = next_pos + 1
+        return [
+            Sample(
+                token_ids=tuple(tokens[i]),
+                logprobs=tuple(logps[i]),
+                text=tok.decode(tokens[i], skip_special_tokens=True),
+                finish_reason=finish[i],  # type: ignore[arg-type]
+            )
+            for i in range(batch)
+        ]
+
+    # -- scoring ------------------------------------------------------------------------
+    def logits(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward pass over right-padded sequences (gradients follow the caller's mode).
+
+        Returns:
+            `(logits_BTV, mask_BT)`: logits at every position (position t predicts token t+1)
+            and 1 on real tokens.
+        """
+        import torch
+
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for i, s in enumerate(sequences):
+            ids[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
+            mask[i, : len(s)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        out = self.model(input_ids=ids, attention_mask=mask, use_cache=False)
+        return out.logits, mask
+
+    def score(self, sequences: Sequence[Sequence[int]], temperature: float = 1.0) -> list[list[float]]:
+        """Log-prob of every token given its prefix, `log_softmax(logits / T)`.
+
+        Returns:
+            Per sequence a list of the same length; position 0 is 0.0.
+        """
+        import torch
+
+        if not sequences:
+            return []
+        with torch.inference_mode():
+            logits, _ = self.logits(sequences)
+            logp = torch.log_softmax(logits[:, :-1].float() / temperature, dim=-1)
+            width = logits.shape[1]
+            targets = torch.zeros((len(sequences), width), dtype=torch.long, device=logits.device)
+            for i, s in enumerate(sequences):
+                targets[i, : len(s)] = torch.as_tensor(list(s))
+            token_lp = logp.gather(-1, targets[:, 1:, None]).squeeze(-1)
+        rows = token_lp.tolist()
+        return [[0.0, *rows[i][: len(s) - 1]] for i, s in enumerate(sequences)]
+
+    def top_logprobs(
+        self, sequences: Sequence[Sequence[int]], k: int, temperature: float = 1.0
+    ) -> list[tuple[list[list[int]], list[list[float]]]]:
+        """The k most likely next tokens at every position (what a grey-box server returns).
+
+        Returns:
+            Per sequence `(ids, logprobs)`, each `len(seq) - 1` rows of k: row t is the
+            distribution over token t + 1.
+        """
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            logits, _ = self.logits(sequences)
+            logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+            values, indices = logp.topk(k, dim=-1)
+            for i, s in enumerate(sequences):
+                n = len(s) - 1
+                out.append((indices[i, :n].tolist(), values[i, :n].tolist()))
+        return out
+
+
+def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Zero the tail outside the smallest set of tokens whose mass reaches `top_p`."""
+    import torch
+
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    cum = sorted_p.cumsum(dim=-1)
+    drop = (cum - sorted_p) >= top_p  # keep the token that crosses the threshold
+    sorted_p = sorted_p.masked_fill(drop, 0.0)
+    return torch.zeros_like(probs).scatter(-1, order, sorted_p)
+
+
+def _hits_stop(tok: PreTrainedTokenizerBase, ids: list[int], stops: tuple[str, ...], longest: int) -> bool:
+    # A token decodes to at least one character except for partial UTF-8 bytes, so the last
+    # `longest + 4` tokens cover any stop string that the newest token could have completed.
+    tail = tok.decode(ids[-(longest + 4) :], skip_special_tokens=True)
+    return any(s in tail for s in stops)
