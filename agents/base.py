@@ -80,7 +80,9 @@ class Policy(Protocol):
         """
         ...
 
-    def score(self, sequences: Sequence[Sequence[int]], temperature: float = 1.0) -> list[list[float]]:
+    def score(
+        self, sequences: Sequence[Sequence[int]], temperature: float = 1.0
+    ) -> list[list[float]]:
         """Log-prob of every token given its prefix, log softmax(logits / T).
 
         Returns:

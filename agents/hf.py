@@ -50,7 +50,9 @@ def load_tokenizer(path: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
         try:
             cls = json.loads(cfg.read_text(encoding="utf-8")).get("tokenizer_class")
         except json.JSONDecodeError as exc:
-            raise InputError(f"{cfg}: not valid JSON ({exc.msg}); fix or re-save the tokenizer") from None
+            raise InputError(
+                f"{cfg}: not valid JSON ({exc.msg}); fix or re-save the tokenizer"
+            ) from None
         if cls in _FAST_CLASSES:
             return PreTrainedTokenizerFast.from_pretrained(str(path))
     return AutoTokenizer.from_pretrained(str(path))
@@ -245,7 +247,9 @@ class HFPolicy:
         out = self.model(input_ids=ids, attention_mask=mask, use_cache=False)
         return out.logits, mask
 
-    def score(self, sequences: Sequence[Sequence[int]], temperature: float = 1.0) -> list[list[float]]:
+    def score(
+        self, sequences: Sequence[Sequence[int]], temperature: float = 1.0
+    ) -> list[list[float]]:
         """Log-prob of every token given its prefix, `log_softmax(logits / T)`.
 
         Returns:
@@ -299,7 +303,9 @@ def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.zeros_like(probs).scatter(-1, order, sorted_p)
 
 
-def _hits_stop(tok: PreTrainedTokenizerBase, ids: list[int], stops: tuple[str, ...], longest: int) -> bool:
+def _hits_stop(
+    tok: PreTrainedTokenizerBase, ids: list[int], stops: tuple[str, ...], longest: int
+) -> bool:
     # A token decodes to at least one character except for partial UTF-8 bytes, so the last
     # `longest + 4` tokens cover any stop string that the newest token could have completed.
     tail = tok.decode(ids[-(longest + 4) :], skip_special_tokens=True)

@@ -15,6 +15,7 @@ exactly); streaming.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.error
@@ -106,11 +107,11 @@ class OpenAIPolicy:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")
-            try:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
                 detail = json.loads(detail)["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                pass
-            raise ServerError(f"{method} {self.base_url}{path}: HTTP {exc.code}: {detail}") from None
+            raise ServerError(
+                f"{method} {self.base_url}{path}: HTTP {exc.code}: {detail}"
+            ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise InputError(f"cannot reach {self.base_url}{path}: {reason}") from None
@@ -163,7 +164,9 @@ class OpenAIPolicy:
             )
         return out
 
-    def score(self, sequences: Sequence[Sequence[int]], temperature: float = 1.0) -> list[list[float]]:
+    def score(
+        self, sequences: Sequence[Sequence[int]], temperature: float = 1.0
+    ) -> list[list[float]]:
         """Log-probs of every token via `echo` + `max_tokens: 0` (position 0 is 0.0)."""
         return [row[0] for row in self._echo(sequences, 0, temperature)]
 

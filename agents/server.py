@@ -208,7 +208,9 @@ class PolicyServer:
                 finish = samples[i].finish_reason if samples else "length"
                 logprobs = None
                 if k is not None:
-                    logprobs = self._completion_logprobs(prompt, gen, gen_lp, int(k), echo, as_ids, body)
+                    logprobs = self._completion_logprobs(
+                        prompt, gen, gen_lp, int(k), echo, as_ids, body
+                    )
                 if echo:
                     text = self.policy.tokenizer.decode(prompt) + text
                 choices.append(
@@ -242,7 +244,11 @@ class PolicyServer:
         """OpenAI legacy logprobs: tokens, token_logprobs, top_logprobs, text_offset."""
         full = [*prompt, *gen]
         temperature = float(body.get("temperature", 1.0)) or 1.0
-        top = self.policy.top_logprobs([full], max(k, 1), temperature=temperature)[0] if k > 0 else None
+        top = (
+            self.policy.top_logprobs([full], max(k, 1), temperature=temperature)[0]
+            if k > 0
+            else None
+        )
         start = 0 if echo else len(prompt)
         tokens, token_lps, tops = [], [], []
         if echo:
@@ -263,7 +269,12 @@ class PolicyServer:
                 tops.append({self._token_repr(i, as_ids): lp for i, lp in zip(ids, lps)})
             else:
                 tops.append(None)
-        return {"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": tops, "text_offset": []}
+        return {
+            "tokens": tokens,
+            "token_logprobs": token_lps,
+            "top_logprobs": tops,
+            "text_offset": [],
+        }
 
     def chat_completions(self, body: dict) -> dict:
         messages = body.get("messages")
@@ -275,7 +286,7 @@ class PolicyServer:
             text = tok.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True, **kwargs
             )
-        except Exception as exc:  # noqa: BLE001 - template errors are the client's input
+        except Exception as exc:
             raise APIError(f"cannot render messages: {exc}") from None
         prompt = list(tok(text, add_special_tokens=False)["input_ids"])
         want_lp = bool(body.get("logprobs", False))
@@ -297,7 +308,11 @@ class PolicyServer:
                     if top is not None:
                         ids, lps = top[0][len(prompt) - 1 + j], top[1][len(prompt) - 1 + j]
                         entry["top_logprobs"] = [
-                            {"token": tok.decode([i]), "logprob": v, "bytes": list(tok.decode([i]).encode())}
+                            {
+                                "token": tok.decode([i]),
+                                "logprob": v,
+                                "bytes": list(tok.decode([i]).encode()),
+                            }
                             for i, v in zip(ids, lps)
                         ]
                     content_lp.append(entry)

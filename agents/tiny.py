@@ -33,14 +33,14 @@ CHAT_TEMPLATE = (
     "<|im_start|>system\n"
     "{% if messages and messages[0].role == 'system' %}{{ messages[0].content }}\n{% endif %}"
     "Tools:\n{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}"
-    "Call a tool as <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call>.<|im_end|>\n"
+    'Call a tool as <tool_call>{"name": ..., "arguments": {...}}</tool_call>.<|im_end|>\n'
     "{% endif %}"
     "{% for message in messages %}"
     "{% if not (tools and loop.first and message.role == 'system') %}"
     "<|im_start|>{{ message.role }}\n{{ message.content }}"
     "{% if message.tool_calls %}"
     "{% for call in message.tool_calls %}"
-    "<tool_call>{\"name\": {{ call.function.name | tojson }}, \"arguments\": "
+    '<tool_call>{"name": {{ call.function.name | tojson }}, "arguments": '
     "{% if call.function.arguments is string %}{{ call.function.arguments }}"
     "{% else %}{{ call.function.arguments | tojson }}{% endif %}}</tool_call>"
     "{% endfor %}"

@@ -94,11 +94,15 @@ class VLLMPolicy:
             )
         return samples
 
-    def score(self, sequences: Sequence[Sequence[int]], temperature: float = 1.0) -> list[list[float]]:
+    def score(
+        self, sequences: Sequence[Sequence[int]], temperature: float = 1.0
+    ) -> list[list[float]]:
         """Log-probs of every token via vLLM's `prompt_logprobs` (position 0 is 0.0)."""
         vllm = self._vllm
         sp = vllm.SamplingParams(max_tokens=1, temperature=temperature, prompt_logprobs=0)
-        outputs = self.llm.generate([{"prompt_token_ids": list(s)} for s in sequences], sp, use_tqdm=False)
+        outputs = self.llm.generate(
+            [{"prompt_token_ids": list(s)} for s in sequences], sp, use_tqdm=False
+        )
         rows = []
         for seq, out in zip(sequences, outputs):
             plp = out.prompt_logprobs or []

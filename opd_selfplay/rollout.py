@@ -26,6 +26,7 @@ reasoning from the history); they raise `TemplateError` with the turn that broke
 from __future__ import annotations
 
 import concurrent.futures as futures
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -238,10 +239,8 @@ class RolloutEngine:
             return self._play(episodes, on_turn)
         finally:
             for ep in episodes:
-                try:
+                with contextlib.suppress(Exception):  # a failing close must not lose the batch
                     ep.env.close()
-                except Exception:  # noqa: BLE001 - a failing close must not lose the batch
-                    pass
 
     def _play(self, episodes: list[_Episode], on_turn) -> list[Trajectory]:
         cfg = self.config
@@ -274,7 +273,9 @@ class RolloutEngine:
                 samples = self.policy.generate(prompts, params)
                 samples = [self._fit(ep, s) for ep, s in zip(live, samples)]
                 tokens_out += sum(len(s.token_ids) for s in samples)
-                steps = pool.map(self._step, live, samples) if pool else map(self._step, live, samples)
+                steps = (
+                    pool.map(self._step, live, samples) if pool else map(self._step, live, samples)
+                )
                 for ep, sample, result in zip(live, samples, steps):
                     self._record(ep, sample, result, turn)
                 if on_turn is not None:
@@ -315,7 +316,7 @@ class RolloutEngine:
             ep.messages = observation_messages(obs)
             if not ep.messages:
                 raise ValueError("reset returned an empty observation")
-        except Exception as exc:  # noqa: BLE001 - one broken env must not stop the batch
+        except Exception as exc:
             ep.finish(StopReason.ENV_ERROR, error=_one_line(exc))
             return
         ep.info = json_safe(info)  # type: ignore[assignment]
@@ -327,10 +328,12 @@ class RolloutEngine:
     def _step(self, ep: _Episode, sample: Sample) -> tuple | BaseException:
         try:
             return ep.env.step(sample.text)
-        except Exception as exc:  # noqa: BLE001 - recorded as env_error for this episode
+        except Exception as exc:
             return exc
 
-    def _record(self, ep: _Episode, sample: Sample, result: tuple | BaseException, turn: int) -> None:
+    def _record(
+        self, ep: _Episode, sample: Sample, result: tuple | BaseException, turn: int
+    ) -> None:
         ep.messages.append(Message(role="assistant", content=sample.text))
         context = ep.pending_context
         ep.pending_context = []
@@ -400,7 +403,9 @@ class RolloutEngine:
         )
 
 
-def _factory(env: str | EnvFactory, env_kwargs: Mapping[str, object] | None) -> tuple[EnvFactory, str]:
+def _factory(
+    env: str | EnvFactory, env_kwargs: Mapping[str, object] | None
+) -> tuple[EnvFactory, str]:
     if callable(env) and not isinstance(env, str):
         if env_kwargs:
             raise InputError("env_kwargs apply to env ids only; bind them in your factory")
@@ -421,12 +426,12 @@ def resolve_env_id(env_id: str) -> None:
     """
     import importlib
 
+    importlib.import_module("opd_selfplay.envs")  # registers the built-in and plugin ids
     try:
-        importlib.import_module("opd_selfplay.envs")
-    except ImportError:  # pragma: no cover - the package ships with the library
-        pass
-    try:
-        gym.spec(env_id)
+        module, sep, name = env_id.partition(":")
+        if sep:  # `module:Id`, as gymnasium.make accepts: the module registers the id
+            importlib.import_module(module)
+        gym.spec(name if sep else env_id)
     except (gym.error.Error, ModuleNotFoundError, ImportError) as exc:
         raise InputError(
             f"unknown env {env_id!r} ({_one_line(exc)}); run 'opd envs list' for the registered ids"

@@ -128,7 +128,9 @@ class Message:
         )
 
     @classmethod
-    def coerce(cls, obj: Message | Mapping[str, object] | str, default_role: Role = "user") -> Message:
+    def coerce(
+        cls, obj: Message | Mapping[str, object] | str, default_role: Role = "user"
+    ) -> Message:
         """A `Message` from a message, a mapping, or bare text (taken as `default_role`)."""
         if isinstance(obj, Message):
             return obj

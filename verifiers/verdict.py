@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Union
 
 #: A JSON value, as carried in `details`.
-JSON = Union[None, bool, int, float, str, list["JSON"], dict[str, "JSON"]]
+JSON = Union[  # noqa: UP007 - a runtime alias with forward references
+    None, bool, int, float, str, list["JSON"], dict[str, "JSON"]
+]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Play MODEL on ENV_ID for N episodes and write one JSON trajectory per line "
         "(token ids, action mask, turns, rewards, stop reason).",
     )
-    p.add_argument("--env", required=True, metavar="ENV_ID", help="registered env id (opd envs list)")
+    p.add_argument(
+        "--env", required=True, metavar="ENV_ID", help="registered env id (opd envs list)"
+    )
     p.add_argument(
         "--model",
         required=True,
@@ -26,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--episodes", type=int, required=True, metavar="N", help="number of episodes")
     p.add_argument("--out", required=True, metavar="FILE.jsonl", help="output file")
-    p.add_argument("--group-size", type=int, default=1, metavar="G", help="samples per task (default 1)")
+    p.add_argument(
+        "--group-size", type=int, default=1, metavar="G", help="samples per task (default 1)"
+    )
     p.add_argument("--max-turns", type=int, default=4, help="actions per episode (default 4)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="tokens per action (default 64)")
     p.add_argument("--max-context-tokens", type=int, default=2048, help="tokens per episode")

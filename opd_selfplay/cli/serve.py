@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.model.startswith(("http://", "https://", "vllm:")):
-        raise InputError(f"--model {args.model}: opd serve serves local models; use 'tiny' or a folder")
+        raise InputError(
+            f"--model {args.model}: opd serve serves local models; use 'tiny' or a folder"
+        )
     from opd_selfplay.agents.hf import HFPolicy
     from opd_selfplay.agents.loading import load_policy
     from opd_selfplay.agents.server import PolicyServer

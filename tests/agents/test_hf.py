@@ -1,0 +1,143 @@
+"""`HFPolicy`: batched sampling with a KV cache, exact log-probs, seeds, stops, padding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from opd_selfplay.agents.base import Sample, SamplingParams
+from opd_selfplay.agents.hf import HFPolicy
+
+
+def _prompts(policy: HFPolicy) -> list[list[int]]:
+    tok = policy.tokenizer
+    texts = ["12+7=", "a much longer prompt, so that the batch needs left padding", "x"]
+    return [
+        list(
+            tok(
+                tok.apply_chat_template(
+                    [{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True
+                ),
+                add_special_tokens=False,
+            )["input_ids"]
+        )
+        for t in texts
+    ]
+
+
+def _separate_forward_logprobs(
+    policy: HFPolicy, ids: list[int], temperature: float
+) -> torch.Tensor:
+    """Independent reference: one unpadded forward, no cache, log_softmax(logits / T)."""
+    with torch.no_grad():
+        logits = policy.model(input_ids=torch.tensor([ids])).logits[0].double()
+    return torch.log_softmax(logits / temperature, dim=-1)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0, 0.0])
+def test_sampling_logprobs_equal_a_separate_forward(tiny_policy, temperature):
+    prompts = _prompts(tiny_policy)
+    samples = tiny_policy.generate(
+        prompts, SamplingParams(max_new_tokens=24, temperature=temperature, seed=0)
+    )
+    ref_t = temperature or 1.0
+    for prompt, sample in zip(prompts, samples):
+        full = prompt + list(sample.token_ids)
+        ref = _separate_forward_logprobs(tiny_policy, full, ref_t)
+        for j, (tid, lp) in enumerate(zip(sample.token_ids, sample.logprobs)):
+            assert abs(lp - ref[len(prompt) - 1 + j, tid].item()) < 1e-4
+        if temperature == 0.0:  # greedy picks the argmax of the reference
+            picks = [int(ref[len(prompt) - 1 + j].argmax()) for j in range(len(sample.token_ids))]
+            assert list(sample.token_ids) == picks
+
+
+def test_score_matches_sampling_logprobs(tiny_policy):
+    prompts = _prompts(tiny_policy)
+    samples = tiny_policy.generate(
+        prompts, SamplingParams(max_new_tokens=16, temperature=1.3, seed=2)
+    )
+    scored = tiny_policy.score(
+        [p + list(s.token_ids) for p, s in zip(prompts, samples)], temperature=1.3
+    )
+    for p, s, row in zip(prompts, samples, scored):
+        assert len(row) == len(p) + len(s.token_ids) and row[0] == 0.0
+        assert max(abs(a - b) for a, b in zip(s.logprobs, row[len(p) :])) < 1e-4
+
+
+def test_left_padding_does_not_change_greedy_output(tiny_policy):
+    prompts = _prompts(tiny_policy)
+    params = SamplingParams(max_new_tokens=12, temperature=0.0)
+    batched = tiny_policy.generate(prompts, params)
+    alone = [tiny_policy.generate([p], params)[0] for p in prompts]
+    assert [s.token_ids for s in batched] == [s.token_ids for s in alone]
+
+
+def test_seed_reproduces_and_differs(tiny_policy):
+    prompts = _prompts(tiny_policy)
+    a = tiny_policy.generate(prompts, SamplingParams(max_new_tokens=16, seed=11))
+    b = tiny_policy.generate(prompts, SamplingParams(max_new_tokens=16, seed=11))
+    c = tiny_policy.generate(prompts, SamplingParams(max_new_tokens=16, seed=12))
+    assert a == b
+    assert [s.token_ids for s in a] != [s.token_ids for s in c]
+
+
+def test_max_new_tokens_and_length_finish(tiny_policy):
+    samples = tiny_policy.generate(_prompts(tiny_policy), SamplingParams(max_new_tokens=5, seed=0))
+    assert all(len(s.token_ids) == 5 and s.finish_reason == "length" for s in samples)
+    assert all(
+        isinstance(s, Sample)
+        and s.text == tiny_policy.tokenizer.decode(list(s.token_ids), skip_special_tokens=True)
+        for s in samples
+    )
+
+
+def test_eos_stops_and_is_kept(tiny_policy):
+    prompt = _prompts(tiny_policy)[0]
+    first = tiny_policy.generate([prompt], SamplingParams(max_new_tokens=1, temperature=0.0))[
+        0
+    ].token_ids[0]
+    policy = HFPolicy(tiny_policy.model, tiny_policy.tokenizer)
+    policy.eos_token_ids = frozenset({first})  # the greedy first token now ends the message
+    [s] = policy.generate([prompt], SamplingParams(max_new_tokens=10, temperature=0.0))
+    assert s.token_ids == (first,) and s.finish_reason == "stop"
+
+
+def test_stop_string_ends_the_sample_and_tokens_decode_to_text(tiny_policy):
+    prompt = _prompts(tiny_policy)[1]
+    free = tiny_policy.generate([prompt], SamplingParams(max_new_tokens=30, temperature=0.0))[0]
+    stop = free.text[5:7]  # a string that greedy decoding is known to produce
+    assert stop
+    [s] = tiny_policy.generate(
+        [prompt], SamplingParams(max_new_tokens=30, temperature=0.0, stop=(stop,))
+    )
+    assert s.finish_reason == "stop" and stop in s.text
+    assert s.token_ids == free.token_ids[: len(s.token_ids)]
+    assert len(s.token_ids) < len(free.token_ids)
+    assert stop not in tiny_policy.tokenizer.decode(list(s.token_ids[:-1]))
+
+
+def test_tiny_top_p_is_greedy(tiny_policy):
+    prompts = _prompts(tiny_policy)
+    greedy = tiny_policy.generate(prompts, SamplingParams(max_new_tokens=10, temperature=0.0))
+    nucleus = tiny_policy.generate(prompts, SamplingParams(max_new_tokens=10, top_p=1e-6, seed=4))
+    assert [s.token_ids for s in greedy] == [s.token_ids for s in nucleus]
+
+
+def test_top_logprobs_are_sorted_and_contain_the_argmax(tiny_policy):
+    seq = _prompts(tiny_policy)[0]
+    [(ids, lps)] = tiny_policy.top_logprobs([seq], k=5)
+    assert len(ids) == len(seq) - 1 and all(len(r) == 5 for r in ids)
+    ref = _separate_forward_logprobs(tiny_policy, seq, 1.0)
+    for t in range(len(seq) - 1):
+        assert lps[t] == sorted(lps[t], reverse=True)
+        assert ids[t][0] == int(ref[t].argmax())
+        assert abs(lps[t][0] - ref[t].max().item()) < 1e-4
+
+
+def test_bad_sampling_params_are_refused():
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(top_p=0)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        SamplingParams(max_new_tokens=0)
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingParams(temperature=-1)
