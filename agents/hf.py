@@ -181,7 +181,9 @@ class HFPolicy:
         tokens: list[list[int]] = [[] for _ in range(batch)]
         logps: list[list[float]] = [[] for _ in range(batch)]
         finish: list[str] = ["length"] * batch
-        done = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        done = [False] * batch  # Python lists: per-row tensor indexing costs microseconds each
+        done_t = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        pad = torch.full((batch,), self.pad_token_id, device=self.device)
         cache = DynamicCache(config=self.model.config)
         next_pos = positions[:, -1:] + 1
         with torch.inference_mode():
@@ -196,25 +198,25 @@ class HFPolicy:
                     if params.top_p < 1.0:
                         probs = _top_p_filter(probs, params.top_p)
                     choice = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-                choice = torch.where(done, torch.full_like(choice, self.pad_token_id), choice)
+                choice = torch.where(done_t, pad, choice)
                 chosen_lp = logp.gather(-1, choice[:, None]).squeeze(-1)
                 choice_list = choice.tolist()
                 lp_list = chosen_lp.tolist()
-                is_eos = torch.isin(choice, eos) & ~done
+                eos_list = torch.isin(choice, eos).tolist()
                 for row in range(batch):
                     if done[row]:
                         continue
                     tokens[row].append(choice_list[row])
                     logps[row].append(lp_list[row])
-                    if is_eos[row]:
+                    if eos_list[row] or (
+                        longest_stop and _hits_stop(tok, tokens[row], params.stop, longest_stop)
+                    ):
                         finish[row] = "stop"
-                    elif longest_stop and _hits_stop(tok, tokens[row], params.stop, longest_stop):
-                        finish[row] = "stop"
-                        is_eos[row] = True
-                done = done | is_eos
-                if bool(done.all()):
+                        done[row] = True
+                if all(done):
                     break
-                mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
+                done_t = torch.tensor(done, device=self.device)
+                mask = torch.cat([mask, (~done_t).long()[:, None]], dim=1)
                 out = self._forward(choice[:, None], mask, next_pos, cache)
                 next_pos = next_pos + 1
         return [

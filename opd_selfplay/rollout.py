@@ -145,6 +145,16 @@ def observation_messages(obs: object) -> list[Message]:
     )
 
 
+def with_privileged(messages: Sequence[Message], privileged: str) -> list[Message]:
+    """`messages` with the privileged context in the system message (prepended as one when
+    there is none). The one format that privileged teachers and hinted warm starts share."""
+    note = f"privileged: {privileged}"
+    if messages and messages[0].role == "system":
+        first = messages[0]
+        return [Message("system", f"{first.content}\n{note}"), *messages[1:]]
+    return [Message("system", note), *messages]
+
+
 def _one_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
     return text if len(text) <= 300 else text[:297] + "..."
@@ -236,13 +246,18 @@ class RolloutEngine:
             for _ in range(group_size):
                 episodes.append(_Episode(env=factory(), env_id=env_id, seed=seed, group=g))
         try:
-            return self._play(episodes, on_turn)
+            return self._play(episodes, on_turn, self._policy_actions)
         finally:
             for ep in episodes:
                 with contextlib.suppress(Exception):  # a failing close must not lose the batch
                     ep.env.close()
 
-    def _play(self, episodes: list[_Episode], on_turn) -> list[Trajectory]:
+    def _policy_actions(
+        self, live: list[_Episode], params: SamplingParams, turn: int
+    ) -> list[Sample]:
+        return self.policy.generate([self._context_ids(ep) for ep in live], params)
+
+    def _play(self, episodes: list[_Episode], on_turn, act) -> list[Trajectory]:
         cfg = self.config
         for ep in episodes:
             self._reset(ep)
@@ -269,8 +284,7 @@ class RolloutEngine:
                     stop=cfg.stop,
                     seed=None if cfg.seed is None else cfg.seed + turn,
                 )
-                prompts = [self._context_ids(ep) for ep in live]
-                samples = self.policy.generate(prompts, params)
+                samples = act(live, params, turn)
                 samples = [self._fit(ep, s) for ep, s in zip(live, samples)]
                 tokens_out += sum(len(s.token_ids) for s in samples)
                 steps = (
@@ -287,6 +301,69 @@ class RolloutEngine:
             if not ep.done:
                 ep.finish(StopReason.MAX_TURNS)
         return [ep.to_trajectory() for ep in episodes]
+
+    def demonstrate(
+        self,
+        env: str | EnvFactory,
+        seeds: Sequence[int],
+        choose: Callable[[gym.Env, int], str],
+        env_kwargs: Mapping[str, object] | None = None,
+    ) -> list[Trajectory]:
+        """Play scripted actions instead of sampling, through the same rendering and
+        bookkeeping (for supervised warm starts on an env's oracle answers).
+
+        Args:
+            env: env id or factory.
+            seeds: one episode per seed.
+            choose: `choose(env.unwrapped, turn) -> action text`; the action is tokenized
+                canonically and ended with the tokenizer's EOS.
+        Returns:
+            Trajectories whose action log-probs are 0 (they were not sampled).
+        """
+        factory, env_id = _factory(env, env_kwargs)
+        episodes = [
+            _Episode(env=factory(), env_id=env_id, seed=s, group=g) for g, s in enumerate(seeds)
+        ]
+        eos = self.tokenizer.eos_token_id
+
+        def act(live: list[_Episode], params: SamplingParams, turn: int) -> list[Sample]:
+            out = []
+            for ep in live:
+                text = choose(ep.env.unwrapped, turn)
+                ids = [*self.encode(text), *([eos] if eos is not None else [])]
+                out.append(Sample(tuple(ids), (0.0,) * len(ids), text, "stop"))
+            return out
+
+        try:
+            return self._play(episodes, None, act)
+        finally:
+            for ep in episodes:
+                with contextlib.suppress(Exception):
+                    ep.env.close()
+
+    def turn_context_ids(
+        self, traj: Trajectory, turn: int, privileged: str | None = None
+    ) -> list[int]:
+        """The context of action `turn` of `traj`, re-rendered, optionally with privileged
+        context added as a system message (what a privileged self-teacher conditions on).
+
+        Without `privileged`, this equals the tokens that preceded the action in the rollout
+        (for canonical tokenizations). The action tokens themselves are never re-rendered:
+        a teacher scores `traj.turns[turn].action_ids` after these ids.
+        """
+        messages = list(traj.messages)
+        assistant_seen = -1
+        for i, m in enumerate(messages):
+            if m.role == "assistant":
+                assistant_seen += 1
+                if assistant_seen == turn:
+                    messages = messages[:i]
+                    break
+        else:
+            raise ValueError(f"trajectory has no action {turn}")
+        if privileged:
+            messages = with_privileged(messages, privileged)
+        return self.encode(self.render(messages, add_generation_prompt=True))
 
     def _context_ids(self, ep: _Episode) -> list[int]:
         ids: list[int] = []

@@ -48,9 +48,6 @@ def run(args: argparse.Namespace) -> int:
     reference_text = _read(args.reference, "--reference")
     kwargs = {} if args.time_limit is None else {"time_limit_s": args.time_limit}
     if args.kind == "math":
-        from opd_selfplay.verifiers import MathVerifier
-
-        verifier = MathVerifier(**kwargs)
         reference: object = reference_text
     else:
         try:
@@ -59,17 +56,18 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(
                 f"--reference: {args.kind} references are JSON; parse failed at char {exc.pos}: {exc.msg}"
             ) from None
-        if args.kind == "code":
-            from opd_selfplay.verifiers import CodeVerifier
-
-            verifier = CodeVerifier(**kwargs)
-        else:
-            from opd_selfplay.verifiers import ToolCallVerifier
-
-            verifier = ToolCallVerifier(**kwargs)
     try:
+        verifier = _verifier(args.kind, kwargs)
         verdict = verifier.verify(response, reference)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"--reference: {exc}") from None
+        flag = "--time-limit" if "time" in str(exc).lower() else "--reference"
+        raise InputError(f"{flag}: {exc}") from None
     print(json.dumps(verdict.to_dict(), ensure_ascii=False))
     return 0
+
+
+def _verifier(kind: str, kwargs: dict[str, float]):
+    from opd_selfplay import verifiers
+
+    cls = {"math": "MathVerifier", "code": "CodeVerifier", "tool": "ToolCallVerifier"}[kind]
+    return getattr(verifiers, cls)(**kwargs)
