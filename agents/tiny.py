@@ -5,11 +5,13 @@ tokenizer, chat template) that loads through exactly the same code path as a dow
 so the tests and `opd demo` exercise the real loading code with nothing downloaded.
 
 - Tokenizer: byte-level (every byte is a token; no merges), made with the `tokenizers`
-  library, so any Unicode text round-trips. Special tokens: `<|endoftext|>` (padding),
-  `<|im_start|>`, `<|im_end|>` (end of a message, the EOS). The ChatML-style chat template marks
-  roles, renders tool calls as `<tool_call>{json}</tool_call>` and supports `tool` messages and a
-  `tools` list. It is prefix-consistent: rendering a longer conversation extends the render of
-  a shorter one, which multi-turn rollouts need.
+  library, so any Unicode text round-trips. Special tokens: `<|endoftext|>` (padding), one
+  token per role (`<|system|>`, `<|user|>`, `<|assistant|>`, `<|tool|>`) and `<|end|>` (end of
+  a message, the EOS). The chat template marks each message with its role token and `<|end|>`
+  (two tokens of markup a message: a byte-level model pays for every character of context),
+  renders tool calls as `<tool_call>{json}</tool_call>`, and supports `tool` messages and a
+  `tools` list. It is prefix-consistent: rendering a longer conversation extends the render
+  of a shorter one, which multi-turn rollouts need.
 - Model: a Qwen2 causal LM (the architecture of Qwen2.5), random init from a fixed seed.
 
 Trap handled here: transformers 5 maps a `model_type: qwen2` folder to Qwen's own tokenizer
@@ -26,18 +28,21 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+ROLES = ("system", "user", "assistant", "tool")
+SPECIAL_TOKENS = ("<|endoftext|>", "<|end|>", *(f"<|{r}|>" for r in ROLES))
 
+# One token opens each message (its role) and one closes it (`<|end|>`, the EOS): a byte-level
+# model pays for every character of its context, so the markup is kept to two tokens a message.
 CHAT_TEMPLATE = (
     "{% if tools %}"
-    "<|im_start|>system\n"
+    "<|system|>"
     "{% if messages and messages[0].role == 'system' %}{{ messages[0].content }}\n{% endif %}"
     "Tools:\n{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}"
-    'Call a tool as <tool_call>{"name": ..., "arguments": {...}}</tool_call>.<|im_end|>\n'
+    'Call a tool as <tool_call>{"name": ..., "arguments": {...}}</tool_call>.<|end|>'
     "{% endif %}"
     "{% for message in messages %}"
     "{% if not (tools and loop.first and message.role == 'system') %}"
-    "<|im_start|>{{ message.role }}\n{{ message.content }}"
+    "<|{{ message.role }}|>{{ message.content }}"
     "{% if message.tool_calls %}"
     "{% for call in message.tool_calls %}"
     '<tool_call>{"name": {{ call.function.name | tojson }}, "arguments": '
@@ -45,10 +50,10 @@ CHAT_TEMPLATE = (
     "{% else %}{{ call.function.arguments | tojson }}{% endif %}}</tool_call>"
     "{% endfor %}"
     "{% endif %}"
-    "<|im_end|>\n"
+    "<|end|>"
     "{% endif %}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 
 
@@ -75,7 +80,7 @@ class TinyModelSpec:
         """A short folder name that changes whenever the spec (or the recipe version) does."""
         s = self
         return (
-            f"tiny-v1-h{s.hidden_size}-l{s.num_layers}-a{s.num_heads}-kv{s.num_kv_heads}"
+            f"tiny-v2-h{s.hidden_size}-l{s.num_layers}-a{s.num_heads}-kv{s.num_kv_heads}"
             f"-i{s.intermediate_size}-p{s.max_positions}-s{s.seed}"
         )
 
@@ -92,13 +97,13 @@ def build_tokenizer():  # -> PreTrainedTokenizerFast
     core.decoder = decoders.ByteLevel()
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core,
-        eos_token="<|im_end|>",
+        eos_token="<|end|>",
         pad_token="<|endoftext|>",
-        additional_special_tokens=["<|im_start|>"],
+        additional_special_tokens=[f"<|{r}|>" for r in ROLES],
         chat_template=CHAT_TEMPLATE,
         model_max_length=2048,
     )
-    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    tok.add_special_tokens({"additional_special_tokens": [f"<|{r}|>" for r in ROLES]})
     return tok
 
 

@@ -240,7 +240,8 @@ def _grading_pairs(task: Task, response: str) -> tuple[tuple[str, dict], tuple[s
         program = extract_program(response)
         if not re.search(rf"^\s*def\s+{re.escape(entry)}\s*\(", program, re.MULTILINE):
             program = textwrap.indent(textwrap.dedent(program), "    ")  # a body only
-        full = f"```python\n{ref['preamble']}\n{program}\n```"
+        # (an empty reply stays empty, so the verifier says that no program was found)
+        full = f"```python\n{ref['preamble']}\n{program}\n```" if program.strip() else ""
         hidden = (full, {"entry_point": entry, "test_code": ref["test_code"]})
         public = ref.get("public_test_code") or ""
         return hidden, ((full, {"entry_point": entry, "test_code": public}) if public else None)

@@ -82,7 +82,9 @@ def group_advantages(
     # Unbiased variance of the rewards (not of the LOO-scaled values) per group.
     dev = r - (total / count)[inverse]
     var = torch.zeros_like(count).scatter_add_(0, inverse, dev * dev) / (count - 1.0).clamp(min=1.0)
-    return centred / (var.sqrt()[inverse] + eps)
+    std = var.sqrt()[inverse]
+    # Identical rewards (std 0) carry no signal: 0, whatever eps is.
+    return torch.where(std > 0, centred / (std + eps), 0.0)
 
 
 def discounted_returns(rewards_BT: Tensor, mask_BT: Tensor, discount: float) -> Tensor:

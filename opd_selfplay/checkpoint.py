@@ -37,7 +37,9 @@ def _atomic_write(path: Path, write) -> None:
         os.close(dir_fd)
 
 
-def save_checkpoint(run_dir: str | os.PathLike[str], step: int, state: dict[str, object], keep: int = 2) -> Path:
+def save_checkpoint(
+    run_dir: str | os.PathLike[str], step: int, state: dict[str, object], keep: int = 2
+) -> Path:
     """Write `state` as the checkpoint of `step` and point `latest` at it.
 
     Args:

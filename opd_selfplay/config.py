@@ -13,6 +13,7 @@ f-divergence.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import typing
 from collections.abc import Mapping
@@ -200,14 +201,18 @@ class TrainConfig:
         if self.optim.lr <= 0:
             raise InputError(f"config field optim.lr must be > 0, got {self.optim.lr}")
         if self.teacher.kind in ("white_box", "grey_box") and not self.teacher.model:
-            raise InputError(f"config field teacher.model is required for teacher.kind={self.teacher.kind}")
+            raise InputError(
+                f"config field teacher.model is required for teacher.kind={self.teacher.kind}"
+            )
         if self.objective.kind in ("token", "sequence", "hybrid") and self.teacher.kind == "none":
             raise InputError(
                 f"objective.kind={self.objective.kind} needs a teacher; set teacher.kind to one of "
                 f"{', '.join(k for k in TEACHER_KINDS if k != 'none')} or objective.kind=outcome"
             )
         if not 0 < self.objective.beta < 1 and self.objective.divergence == "jsd":
-            raise InputError(f"config field objective.beta must lie in (0, 1), got {self.objective.beta}")
+            raise InputError(
+                f"config field objective.beta must lie in (0, 1), got {self.objective.beta}"
+            )
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -220,12 +225,24 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 #: Common recipes, as overrides of the defaults.
 PRESETS: dict[str, dict[str, object]] = {
-    "opsd": {"teacher.kind": "privileged_self", "objective.kind": "token", "objective.divergence": "forward_kl"},
+    "opsd": {
+        "teacher.kind": "privileged_self",
+        "objective.kind": "token",
+        "objective.divergence": "forward_kl",
+    },
     "gkd": {"teacher.kind": "white_box", "objective.kind": "token", "objective.divergence": "jsd"},
-    "tinker": {"teacher.kind": "white_box", "objective.kind": "sequence", "objective.divergence": "reverse_kl"},
+    "tinker": {
+        "teacher.kind": "white_box",
+        "objective.kind": "sequence",
+        "objective.divergence": "reverse_kl",
+    },
     "grpo": {"teacher.kind": "none", "objective.kind": "outcome", "group_size": 4},
     "hybrid": {"teacher.kind": "privileged_self", "objective.kind": "hybrid", "group_size": 4},
-    "snapshot": {"teacher.kind": "snapshot", "teacher.privileged": False, "teacher.refresh_every": 50},
+    "snapshot": {
+        "teacher.kind": "snapshot",
+        "teacher.privileged": False,
+        "teacher.refresh_every": 50,
+    },
 }
 
 
@@ -267,7 +284,9 @@ def _coerce(path: str, value: object, typ: object) -> object:
             try:
                 value = json.loads(value)
             except json.JSONDecodeError:
-                raise InputError(f"config field {path} must be a mapping (JSON on the command line)") from None
+                raise InputError(
+                    f"config field {path} must be a mapping (JSON on the command line)"
+                ) from None
         if not isinstance(value, Mapping):
             raise InputError(f"config field {path} must be a mapping")
         return dict(value)
@@ -351,7 +370,7 @@ def read_config_file(path: Path) -> dict[str, object]:
             loaded = yaml.safe_load(text) or {}
         else:
             loaded = json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - any parser's error is the user's input
+    except Exception as exc:  # any parser's error is the user's input
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"--config {path}: cannot parse: {first}") from None
     if not isinstance(loaded, dict):
@@ -367,8 +386,12 @@ def describe_fields(cls: type = TrainConfig, prefix: str = "") -> list[tuple[str
     docs: dict[str, str] = {}
     tree = ast.parse(inspect.getsource(cls))
     body = tree.body[0].body  # type: ignore[attr-defined]
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+    for node, nxt in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+        ):
             docs[node.target.id] = " ".join(str(nxt.value.value).split())  # type: ignore[attr-defined]
     out = []
     default = cls()

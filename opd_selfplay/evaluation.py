@@ -36,9 +36,11 @@ def summarize(trajectories: list[Trajectory], group_size: int = 1) -> dict[str, 
         "episodes": float(n),
         "success": sum(success) / n,
         "reward": sum(t.reward for t in trajectories) / n,
-        "first_try_success": sum(bool(t.verdicts and t.verdicts[0].correct) for t in trajectories) / n,
+        "first_try_success": sum(bool(t.verdicts and t.verdicts[0].correct) for t in trajectories)
+        / n,
         "mean_turns": sum(len(t.turns) for t in trajectories) / n,
-        "mean_action_tokens": sum(t.num_action_tokens for t in trajectories) / max(1, sum(len(t.turns) for t in trajectories)),
+        "mean_action_tokens": sum(t.num_action_tokens for t in trajectories)
+        / max(1, sum(len(t.turns) for t in trajectories)),
         f"pass@{group_size}": sum(any(g) for g in groups) / len(groups),
     }
     out.update({f"stop/{k}": v / n for k, v in reasons.items()})

@@ -9,7 +9,7 @@ replies, the engine renders the whole conversation as text, checks that it exten
 previous render plus the action text (the template is *prefix-consistent*), and tokenizes
 only the new suffix: the end of the assistant turn, the new messages and the next generation
 prompt. When the policy's last tokens were the template's end-of-turn marker (e.g. EOS
-`<|im_end|>`), the marker is not repeated. So every turn's context extends the previous
+`<|end|>`), the marker is not repeated. So every turn's context extends the previous
 context + action exactly, the sampled tokens stay as sampled, and `action_mask` is 1 exactly
 on them.
 
@@ -148,7 +148,7 @@ def observation_messages(obs: object) -> list[Message]:
 def with_privileged(messages: Sequence[Message], privileged: str) -> list[Message]:
     """`messages` with the privileged context in the system message (prepended as one when
     there is none). The one format that privileged teachers and hinted warm starts share."""
-    note = f"privileged: {privileged}"
+    note = privileged
     if messages and messages[0].role == "system":
         first = messages[0]
         return [Message("system", f"{first.content}\n{note}"), *messages[1:]]

@@ -94,8 +94,14 @@ class RunLog:
         ]
         fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2))
         for ax, (phase, key, title) in zip(axes, panels):
-            xs = [r["step"] for r in records if r["phase"] == phase and key in r and r[key] is not None]
-            ys = [r[key] for r in records if r["phase"] == phase and key in r and r[key] is not None]
+            xs = [
+                r["step"]
+                for r in records
+                if r["phase"] == phase and key in r and r[key] is not None
+            ]
+            ys = [
+                r[key] for r in records if r["phase"] == phase and key in r and r[key] is not None
+            ]
             ax.plot(xs, ys, marker="o" if phase == "eval" else None, linewidth=1.5)
             ax.set_title(title)
             ax.set_xlabel("step")

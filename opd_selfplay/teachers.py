@@ -93,7 +93,9 @@ def teacher_sequences(
     return out
 
 
-def action_rows(model: torch.nn.Module, sequences: Sequence[tuple[list[int], list[int]]], pad_id: int) -> torch.Tensor:
+def action_rows(
+    model: torch.nn.Module, sequences: Sequence[tuple[list[int], list[int]]], pad_id: int
+) -> torch.Tensor:
     """Logits predicting each action token (row i: the logits at position p − 1 for the i-th
     action position p), for right-padded sequences, in one forward.
 
@@ -115,7 +117,10 @@ def action_rows(model: torch.nn.Module, sequences: Sequence[tuple[list[int], lis
 
 def sampled_token_ids(trajectories: Sequence[Trajectory]) -> torch.Tensor:
     """The action token ids, in `action_rows` order."""
-    return torch.as_tensor([t for traj in trajectories for turn in traj.turns for t in turn.action_ids], dtype=torch.long)
+    return torch.as_tensor(
+        [t for traj in trajectories for turn in traj.turns for t in turn.action_ids],
+        dtype=torch.long,
+    )
 
 
 class ModelTeacher:
@@ -206,7 +211,9 @@ class ServerTeacher:
         privileged: re-render the context with the privileged information.
     """
 
-    def __init__(self, policy, engine: RolloutEngine, k: int = 20, privileged: bool = False) -> None:
+    def __init__(
+        self, policy, engine: RolloutEngine, k: int = 20, privileged: bool = False
+    ) -> None:
         self.policy = policy
         self.engine = engine
         self.k = k
@@ -221,7 +228,7 @@ class ServerTeacher:
         top = self.policy.top_logprobs([s for s, _ in sequences], self.k)
         scored = self.policy.score([s for s, _ in sequences])
         ids_rows, lp_rows, own = [], [], []
-        for (seq, positions), (ids, lps), row in zip(sequences, top, scored):
+        for (_seq, positions), (ids, lps), row in zip(sequences, top, scored):
             for p in positions:
                 ids_rows.append(ids[p - 1])
                 lp_rows.append(lps[p - 1])

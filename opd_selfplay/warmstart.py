@@ -73,7 +73,9 @@ def demonstrations(
     trajs = engine.demonstrate(env, seeds, choose, env_kwargs=env_kwargs)
     keep = []
     for t in trajs:
-        keep.append({k for k, turn in enumerate(t.turns) if turn.verdict is None or turn.verdict.correct})
+        keep.append(
+            {k for k, turn in enumerate(t.turns) if turn.verdict is None or turn.verdict.correct}
+        )
     return trajs, keep
 
 
@@ -158,7 +160,7 @@ def warm_start(
         opt.step()
         sched.step()
         model.eval()
-        metrics = {"loss": float(loss), "lr": sched.get_last_lr()[0]}
+        metrics = {"loss": loss.item(), "lr": sched.get_last_lr()[0]}
         if probe is not None and (step % 25 == 0 or step == steps):
             success = probe(step)
             if success is not None:

@@ -14,7 +14,9 @@ fence when no tagged one exists), else the whole response. The reference is one 
   top-level `assert` or call (such as `check(f)`) is a test; `check` is called with the entry
   point when the code defines it and never calls it. The test code runs in the sandbox in a
   process of its own that the program cannot read; the program's functions are called through
-  pipes with plain data, so an object with a rigged `__eq__` never reaches an assert.
+  pipes with plain data, so an object with a rigged `__eq__` never reaches an assert. The test
+  code sees the program's functions and standard-library imports, never under a builtin's
+  name (a program's own `sorted` cannot answer for the test's).
 - `{"stdio": [{"stdin": "...", "stdout": "..."}, ...]}`: the program reads the stdin; its
   stdout must equal the expected one up to trailing whitespace on each line and trailing blank
   lines, and it must exit with status 0.
@@ -31,14 +33,16 @@ results is not read, patched builtins or a patched harness can only change the p
 answers, and the expected values are never where the program could read them.
 
 Not covered: programs that need third-party packages (the sandbox runs Python with `-I -S`,
-standard library only), classes or objects as arguments or results, and tests that mutate
-their arguments in place (values cross a process boundary as plain data).
+standard library only); classes, functions or other objects as arguments or results; and, in
+`test_code`, tests that check an argument mutated in place (values cross a process boundary
+as plain data).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
 import textwrap
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -56,9 +60,8 @@ _SHOW = 160  # characters of a value shown in feedback
 class _Reference:
     kind: str  # "tests", "test_code" or "stdio"
     entry_point: str
-    tests: tuple[
-        dict, ...
-    ]  # call tests: {"args", "kwargs", "expected"}; stdio: {"stdin", "stdout"}
+    # call tests: {"args", "kwargs", "expected"}; stdio tests: {"stdin", "stdout"}
+    tests: tuple[dict, ...]
     test_code: str
     test_texts: tuple[str, ...]  # test_code: the source of each test, for feedback
 
@@ -285,6 +288,7 @@ class CodeVerifier:
             else:
                 error = _clip(str(record.get("error", "failed")), 300)
                 kind = "wrong_answer" if error.startswith("AssertionError") else "exception"
+                kind = "timeout" if "timed out" in error else kind
                 outcomes.append(_Outcome(False, f"{shown}: {error}" if shown else error, kind))
         return outcomes
 
@@ -306,7 +310,7 @@ class CodeVerifier:
                 outcomes.append(_Outcome(False, f"{label}: {why}", _kind(result)))
             elif "skipped" in run:
                 outcomes.append(_Outcome(False, f"{label}: not run, {run['skipped']}", "timeout"))
-            elif run.get("timeout"):
+            elif run.get("timeout") or run.get("signal") == signal.SIGXCPU:
                 limit = f"{self.time_limit_s:g} s"
                 outcomes.append(_Outcome(False, f"{label}: timed out ({limit})", "timeout"))
             elif run.get("output_limit"):

@@ -78,7 +78,7 @@ def decode(tree: object, depth: int = 0) -> object:
     Returns:
         The plain-data value.
     """
-    if depth > MAX_DEPTH + 2:
+    if depth > MAX_DEPTH:
         raise ValueError("encoded value nested too deeply")
     kind = type(tree)
     if tree is None or kind in (bool, int, float, str):
@@ -97,6 +97,8 @@ def decode(tree: object, depth: int = 0) -> object:
             raise ValueError("malformed encoded value")
         if tag == "c" and len(payload) == 2:
             return complex(float(payload[0]), float(payload[1]))
+        if tag == "d" and all(type(p) is list and len(p) == 2 for p in payload):
+            return {decode(k, depth + 1): decode(v, depth + 1) for k, v in payload}
         items = [decode(v, depth + 1) for v in payload]
         if tag == "t":
             return tuple(items)
@@ -104,8 +106,6 @@ def decode(tree: object, depth: int = 0) -> object:
             return set(items)
         if tag == "f":
             return frozenset(items)
-        if tag == "d" and all(type(p) is list and len(p) == 2 for p in items):
-            return {p[0]: p[1] for p in items}
     except TypeError:  # an unhashable key or element, a non-number in a complex
         pass
     raise ValueError("malformed encoded value")

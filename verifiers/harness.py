@@ -275,12 +275,17 @@ def _serve_candidate(program: str, requests: _Channel, replies: _Channel) -> Non
     if namespace is None:
         replies.send({"error": error})
         os._exit(0)
-    names = [
-        k
-        for k, v in list(namespace.items())
-        if type(k) is str and not k.startswith("__") and callable(v) and type(v) is not type(sys)
-    ]
-    replies.send({"names": names})
+    names, modules = [], []
+    for key, value in list(namespace.items()):
+        if type(key) is not str or key.startswith("__"):
+            continue
+        if type(value) is type(sys):
+            module_name = value.__dict__.get("__name__")
+            if type(module_name) is str:
+                modules.append([key, module_name])
+        elif callable(value):
+            names.append(key)
+    replies.send({"names": names, "modules": modules})
     while True:
         try:
             request = requests.recv()
@@ -312,10 +317,11 @@ class CandidateError(Exception):
 class _Remote:
     """A candidate function, seen from the test code: calls go through the pipes."""
 
-    def __init__(self, name: str, requests: _Channel, replies: _Channel) -> None:
+    def __init__(self, name: str, requests: _Channel, replies: _Channel, pid: int) -> None:
         self.__name__ = name
         self._requests = requests
         self._replies = replies
+        self._pid = pid
 
     def __repr__(self) -> str:
         return f"<candidate function {self.__name__}>"
@@ -333,7 +339,7 @@ class _Remote:
         except (OSError, ValueError, RecursionError):
             reply = None
         if reply is None:
-            raise CandidateError("the program's process died or closed its channel")
+            raise CandidateError(_death(self._pid))
         if "value" in reply:
             try:
                 return decode(reply["value"])
@@ -356,6 +362,21 @@ class _Remote:
                 error = CandidateError(message)
             raise error
         raise CandidateError(message)
+
+
+def _death(pid: int) -> str:
+    """Why the candidate process stopped answering, for the feedback."""
+    import signal
+
+    status, timed_out = _wait(pid, 0.5)
+    if timed_out or status is None:
+        return "the program closed its channel"
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        if number == signal.SIGXCPU:
+            return "the program timed out (CPU time limit)"
+        return f"the program's process was killed by signal {number}"
+    return f"the program's process exited (status {os.WEXITSTATUS(status)})"
 
 
 def _set_nondumpable() -> None:
@@ -387,12 +408,12 @@ def _mode_assert(program: str, spec: dict, secret_fd: int, out: _Channel) -> Non
     requests, replies = _Channel(req_w), _Channel(rep_r)
     try:
         hello = replies.recv()
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         hello = None
     names = hello.get("names") if hello else None
     error = ""
     if hello is None:
-        error = "the program's process died while loading"
+        error = _death(pid) + " while loading"
     elif type(names) is not list:
         error = str(hello.get("error", "the program failed to load"))[:400]
     elif spec["entry_point"] not in names:
@@ -402,9 +423,25 @@ def _mode_assert(program: str, spec: dict, secret_fd: int, out: _Channel) -> Non
         return
     out.send({"ev": "loaded"})
     namespace: dict = {"__name__": "__test__", "__builtins__": builtins}
+    # The test code sees the program's functions (as remote stubs) and its standard-library
+    # imports (imported here, afresh), as if it ran after the program. Never under a builtin's
+    # name: a program's `sorted` or `len` must not answer for the test code's own calls.
+    reserved = set(dir(builtins))
     for name in names:
-        if type(name) is str and name.isidentifier():
-            namespace[name] = _Remote(name, requests, replies)
+        if type(name) is str and name.isidentifier() and name not in reserved:
+            namespace[name] = _Remote(name, requests, replies, pid)
+    modules = hello.get("modules")
+    for pair in modules if type(modules) is list else []:
+        if type(pair) is not list or len(pair) != 2:
+            continue
+        alias, module_name = pair
+        if not (type(alias) is str and alias.isidentifier() and alias not in reserved):
+            continue
+        if type(module_name) is str and module_name.split(".")[0] in sys.stdlib_module_names:
+            try:  # noqa: SIM105 - no contextlib (start-up time)
+                namespace[alias] = __import__(module_name, fromlist=["_"])
+            except BaseException:
+                pass
     import _ast
 
     index = 0
@@ -467,7 +504,8 @@ def _run_stdio_child(program: str, code: object, folder: str, output_bytes: int)
     os.dup2(stdout, 1)
     os.dup2(stderr, 2)
     _close_fds_except({0, 1, 2})
-    resource.setrlimit(resource.RLIMIT_FSIZE, (output_bytes, output_bytes))
+    # One byte past the cap fails the write (EFBIG), so "more than the cap" is detectable.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (output_bytes + 1, output_bytes + 1))
     os._exit(_run_main(program, code))
 
 
@@ -520,11 +558,16 @@ def _mode_stdio(program: str, spec: dict, config: dict, out: _Channel) -> None:
                     size = os.fstat(fh.fileno()).st_size
                     if name == "stderr":
                         fh.seek(max(0, size - keep))
-                    elif size >= output_bytes:
+                    elif size > output_bytes:
                         record["output_limit"] = True
                     record[name] = fh.read(keep).decode("utf-8", "replace")
             except OSError:
                 record[name] = ""
+        for name in ("stdin", "stdout", "stderr"):  # keep the tmpfs free for the next test
+            try:  # noqa: SIM105 - no contextlib (start-up time)
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
         out.send(record)
     out.send({"ev": "done"})
 

@@ -10,6 +10,7 @@ Not covered: probing whether bwrap works (`sandbox.bwrap_status`, which runs one
 from __future__ import annotations
 
 import contextlib
+import functools
 import marshal
 import os
 import secrets
@@ -98,12 +99,17 @@ def harness_code() -> bytes:
     return _HARNESS_CODE[0]
 
 
+@functools.lru_cache(maxsize=1)
 def python() -> str:
+    """The real interpreter behind this one (a venv's python is a link to it): the sandbox runs
+    it with `-I -S`, so the venv's packages stay outside."""
     exe = getattr(sys, "_base_executable", None) or sys.executable
     return os.path.realpath(exe)
 
 
-def python_roots() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def python_roots() -> tuple[str, ...]:
+    """Folders of the Python installation to bind read-only, those under /usr left out."""
     exe = python()
     roots = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.base_exec_prefix)}
     roots.add(os.path.dirname(os.path.dirname(exe)))
@@ -117,7 +123,7 @@ def python_roots() -> list[str]:
         ):
             continue
         kept.append(root)
-    return kept
+    return tuple(kept)
 
 
 def _under(path: str, root: str) -> bool:
@@ -142,9 +148,14 @@ def drop_uid(isolated: bool) -> int | None:
     process-count limit counts this run's processes alone, and a sweep finds them by uid."""
     if os.geteuid() != 0:
         return None
-    if not isolated and not all(_traversable_by_others(r) for r in python_roots()):
+    if not isolated and not _python_readable_by_others():
         return None  # the interpreter would not be readable after the drop (see _warn_once)
     return 1_000_000 + secrets.randbelow(1 << 30)
+
+
+@functools.lru_cache(maxsize=1)
+def _python_readable_by_others() -> bool:
+    return all(_traversable_by_others(r) for r in python_roots())
 
 
 def nproc_limit(nproc: int, uid: int | None, isolated: bool) -> int:
@@ -166,7 +177,20 @@ def nproc_limit(nproc: int, uid: int | None, isolated: bool) -> int:
 
 
 def bwrap_argv(disk_mb: int, info_fd: int) -> list[str]:
-    root = os.geteuid() == 0
+    """The bwrap command line, up to the command it runs.
+
+    Args:
+        disk_mb: size of the writable tmpfs mounts.
+        info_fd: where bwrap writes its JSON info (the PID of its init in the namespace).
+
+    Returns:
+        The argument list, to be followed by the interpreter's.
+    """
+    return [*_bwrap_prefix(disk_mb, os.geteuid() == 0), "--info-fd", str(info_fd)]
+
+
+@functools.lru_cache(maxsize=8)
+def _bwrap_prefix(disk_mb: int, root: bool) -> tuple[str, ...]:
     argv = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session"]
     if root:
         # No user namespace as root: the sandbox's uid would map to root and escape the
@@ -193,8 +217,9 @@ def bwrap_argv(disk_mb: int, info_fd: int) -> list[str]:
     argv += binds
     argv += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     argv += ["--proc", "/proc", "--dev", "/dev"]
+    # Writable: two size-capped tmpfs mounts, nothing else (/ and /dev remounted read-only).
     size = ["--size", str(disk_mb << 20)] if FEATURES.get("size") else []
     argv += ["--perms", "1777", *size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
     argv += ["--perms", "1777", *size, "--tmpfs", INSIDE_WORK, "--symlink", INSIDE_WORK, "/tmp"]
-    argv += ["--remount-ro", "/", "--chdir", INSIDE_WORK, "--info-fd", str(info_fd)]
-    return argv
+    argv += ["--remount-ro", "/", "--chdir", INSIDE_WORK]
+    return tuple(argv)

@@ -247,6 +247,16 @@ class _Worker:
     def pid(self) -> int:
         return self.proc.pid
 
+    def poll_ready(self) -> bool:
+        """Whether the worker has reported ready, without blocking."""
+        if not self.ready:
+            try:
+                if select.select([self.from_child], [], [], 0)[0]:
+                    self.wait_ready(1.0)
+            except (OSError, ValueError, _Deadline, _WorkerDied, EOFError):
+                return False
+        return self.ready
+
     def wait_ready(self, timeout_s: float) -> None:
         if self.ready:
             return
@@ -285,8 +295,9 @@ _POOLS: weakref.WeakSet[LimitedPool] = weakref.WeakSet()
 class LimitedPool:
     """A thread-safe pool of persistent worker processes running calls under hard limits.
 
-    Workers start on demand, up to `max_workers`, and are reused. Each call holds one worker
-    for its duration; callers beyond `max_workers` wait for a free one.
+    Workers start on demand, up to `max_workers`, and are reused; while there is room, one
+    spare worker waits beside those in use. Each call holds one worker for its duration;
+    callers beyond `max_workers` wait for a free one.
     """
 
     def __init__(
@@ -469,7 +480,11 @@ class LimitedPool:
                 if self._closed:
                     raise RuntimeError("LimitedPool is shut down; create a new one")
                 if self._idle:
-                    worker = self._idle.pop()
+                    # A ready worker first: a replacement may still be importing its modules.
+                    worker = next(
+                        (w for w in reversed(self._idle) if w.poll_ready()), self._idle[-1]
+                    )
+                    self._idle.remove(worker)
                     break
                 if len(self._busy) < self.max_workers:
                     worker = None
@@ -479,6 +494,10 @@ class LimitedPool:
             if worker is None:
                 worker = _Worker(preload)
             self._busy.add(worker)
+            if not self._idle and len(self._busy) < self.max_workers:
+                # Keep one spare booting or ready, so that a caller after a timeout does not
+                # wait for the killed worker's replacement to import its modules.
+                self._idle.append(_Worker(preload))
         try:
             worker.wait_ready(self.start_timeout_s)
             missing = [m for m in preload if m not in worker.loaded]

@@ -47,7 +47,7 @@ def clear_caches() -> None:
     _cache_epoch += 1
 
 
-def _warm_worker() -> bool:
+def _warm_worker(_: object = None) -> bool:
     """Run once in a new worker so that the first real comparison is not slowed by imports."""
     compare_job((("\\sqrt{2}",), ("\\frac{2}{\\sqrt{2}}",), (6, True, False), _cache_epoch))
     return True
@@ -203,9 +203,20 @@ class MathVerifier:
                 problems.append(f"reference {k} ({_shorten(str(ref))!r}): {verdict.feedback}")
         return problems
 
-    def warm(self) -> None:
-        """Start a worker and import sympy in it now, so the first comparison is not slow."""
-        self._pool().run(_warm_worker, timeout_s=max(self.time_limit_s, 30.0))
+    def warm(self, processes: int = 1) -> None:
+        """Start workers and import sympy in them now, so that the first comparisons are not
+        slowed by it (a worker replaced after a timeout starts in the background).
+
+        Args:
+            processes: how many workers to start (at most the pool's size).
+        """
+        pool = self._pool()
+        pool.map(
+            _warm_worker,
+            range(processes),
+            timeout_s=max(self.time_limit_s, 60.0),
+            processes=processes,
+        )
 
     # -- internals ------------------------------------------------------------------------
 

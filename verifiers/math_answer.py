@@ -28,7 +28,7 @@ MAX_DEPTH = 24
 """Deeper nesting is left to sympy (under the time limit) as one leaf."""
 
 MAX_ITEMS = 64
-"""Longer lists are compared as text."""
+"""Longer lists, tuples and sets are one leaf (left to sympy, under the time limit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +98,7 @@ _DROP = re.compile(
     r"(?<!\\)\\!\s*|\\\$|\$|\\(?:displaystyle|textstyle|scriptstyle)|\\[dl]?dots|\\cdots"
 )
 _SPACE = re.compile(r"(?<!\\)\\[,;:> ]|\\q?quad(?![a-zA-Z])|~|\\hspace\{[^{}]*\}")
-_GROUP_COMMA = re.compile(r"\s*\{\s*,\s*\}\s*")
+_GROUP_COMMA = re.compile(r" ?\{ ?, ?\} ?")
 _SIZING = re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])\.?")
 _BRACKETS = [
     (re.compile(r"\\lbrace(?![a-zA-Z])"), r"\\{"),
@@ -140,7 +140,7 @@ _RELATIONS = [
 _INFINITY = re.compile(r"(?<![\\a-zA-Z])(?:infinity|inf)(?![a-zA-Z])")
 _ARRAY = re.compile(r"\\begin\{array\}\s*\{[^{}]*\}|\\begin\{smallmatrix\}")
 _ARRAY_END = re.compile(r"\\end\{(?:array|smallmatrix)\}")
-_AND_OR = re.compile(r"(\\text\{[^{}]*\})|(?<![A-Za-z\\])\s*,?\s*(?:and|or)(?![a-z])\s*")
+_AND_OR = re.compile(r"(\\text\{[^{}]*\})|(?<![A-Za-z\\])(?: ?,)? ?(?:and|or)(?![a-z]) ?")
 _WS = re.compile(r"\s+")
 _THOUSANDS_LATEX = re.compile(r"-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")
 _THOUSANDS_PLAIN = re.compile(r"-?[1-9]\d{0,2}(?:[ ,]\d{3})+(?:\.\d+)?")
@@ -157,7 +157,9 @@ def normalize(text: str, plain: bool = False) -> str:
     Returns:
         The normalised string ("" when nothing is left).
     """
-    s = text.translate(_UNICODE)
+    # Whitespace first: every pattern below then meets single spaces, so none can backtrack
+    # over a long run of them.
+    s = _WS.sub(" ", text.translate(_UNICODE))
     if "\\boxed" in s or "\\fbox" in s:
         from .math_extract import boxed_contents
 
@@ -182,8 +184,7 @@ def normalize(text: str, plain: bool = False) -> str:
     s = _AND_OR.sub(lambda m: m.group(1) or ",", s)
     s = _WS.sub(" ", s).strip()
     s = s.rstrip(" .,;:").lstrip(" ,;:=")
-    while s.startswith("{") and _closing(s, 0) == len(s) - 1:
-        s = s[1:-1].strip()
+    s = _strip_outer_braces(s)
     s = _TRAILING_UNIT.sub("", s)
     core, pct = (s[:-1].rstrip(), "%") if s.endswith("%") else (s, "")
     if plain and (_THOUSANDS_PLAIN.fullmatch(core)):
@@ -249,6 +250,25 @@ def _brace_arguments(s: str) -> str:
         out.append(s[i])
         i += 1
     return "".join(out)
+
+
+def _strip_outer_braces(s: str) -> str:
+    """`{{x}}` -> `x`: drop brace pairs that enclose the whole string, in one linear pass."""
+    lead = len(s) - len(s.lstrip("{"))
+    if not lead:
+        return s
+    stack: list[int] = []
+    strip = lead
+    for i, c in enumerate(s):
+        if c == "{":
+            stack.append(i)
+        elif c == "}" and stack:
+            j = stack.pop()
+            if j < lead and i != len(s) - 1 - j:
+                strip = min(strip, j)  # this opening brace closes early: keep it
+    if stack:
+        return s
+    return s[strip : len(s) - strip].strip() if strip else s
 
 
 def _closing(s: str, open_pos: int) -> int:
@@ -383,6 +403,8 @@ def _parse_term(s: str, depth: int) -> Node:
     if s.startswith("\\{") and s.endswith("\\}") and _closing(s, 1) == len(s) - 1:
         inner = s[2:-2].strip()
         items = [p for p in _split_top(inner, (",", ";"))[0] if p.strip()] if inner else []
+        if len(items) > MAX_ITEMS:
+            return Leaf(s)
         return Group("set", tuple(_parse(p, depth + 1) for p in items))
     if s[0] in "([" and _closing(s, 0) == len(s) - 1:
         inner = s[1:-1]
@@ -390,12 +412,12 @@ def _parse_term(s: str, depth: int) -> Node:
         if len(items) == 2 and (s[0] == "[" or s[-1] == "]"):
             lo, hi = (_parse_term(p, depth + 1) for p in items)
             return Interval(lo, hi, s[0] == "[", s[-1] == "]")
+        if len(items) > MAX_ITEMS:
+            return Leaf(s)
         if len(items) >= 2:
             return Group("tuple", tuple(_parse(p, depth + 1) for p in items))
-        if len(items) == 1:
-            inner_node = _parse(items[0], depth + 1)
-            if not isinstance(inner_node, Leaf) or "\\begin" in items[0]:
-                return inner_node
+        if len(items) == 1 and (s[0] == "(" or "\\begin" in items[0]):
+            return _parse(items[0], depth + 1)  # "(9 + 1)", "(\\begin{pmatrix}...)"
     if s.startswith("{") and _closing(s, 0) == len(s) - 1:
         return _parse(s[1:-1], depth + 1)
     if "\\pm" in s or "\\mp" in s:
@@ -442,7 +464,9 @@ _NAME_STRIP = [
         "",
     ),
 ]
-_NAME = re.compile(r"(?:[A-Za-z]|\\[A-Za-z]+)+(?:[:/,](?:[A-Za-z]|\\[A-Za-z]+)+)*")
+_NAME = re.compile(
+    r"(?:[A-Za-z]|\\[A-Za-z]+(?![A-Za-z]))+(?:[:/,](?:[A-Za-z]|\\[A-Za-z]+(?![A-Za-z]))+)*"
+)
 _NOT_NAMES = frozenset({"\\pi", "\\infty", "\\emptyset", "\\varnothing"})
 _VARIABLE = re.compile(r"(?:[A-Za-z]|\\[a-z]+)(?:_\{?\w+\}?)?(?:\([A-Za-z0-9, ]*\))?")
 
@@ -452,7 +476,7 @@ def is_name(node: Node) -> bool:
     `node = value` states a value rather than an equation to solve."""
     if isinstance(node, Group) and node.kind == "tuple":
         return all(is_name(item) for item in node.items)
-    if not isinstance(node, Leaf) or node.percent:
+    if not isinstance(node, Leaf) or node.percent or len(node.text) > 200:
         return False
     t = node.text
     for pattern, repl in _NAME_STRIP:

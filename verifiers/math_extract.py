@@ -262,13 +262,15 @@ def _box_at(text: str, pos: int, limit: int) -> tuple[str, int] | None:
     return text[i + 1 : close], close + 1
 
 
-def _last_box_start(text: str, end: int) -> int:
-    return max(text.rfind("\\boxed", 0, end), text.rfind("\\fbox", 0, end))
+def _last_box_start(text: str, end: int, fbox: bool = True) -> int:
+    boxed = text.rfind("\\boxed", 0, end)
+    return max(boxed, text.rfind("\\fbox", 0, end)) if fbox else boxed
 
 
 def _last_boxed_group(text: str) -> tuple[int, Candidate] | None:
     """The last box, with earlier boxes joined to it by a short separator ("and", ",")."""
-    pos = _last_box_start(text, len(text))
+    fbox = "\\fbox" in text
+    pos = _last_box_start(text, len(text), fbox)
     if pos < 0:
         return None
     box = _box_at(text, pos, len(text))
@@ -276,8 +278,8 @@ def _last_boxed_group(text: str) -> tuple[int, Candidate] | None:
         return None
     contents = [box[0].strip()]
     group_end = box[1]
-    while len(contents) < _MAX_BOXES:
-        prev = _last_box_start(text, pos)
+    for _ in range(_MAX_BOXES):
+        prev = _last_box_start(text, pos, fbox)
         if prev < 0:
             break
         prev_box = _box_at(text, prev, pos)
@@ -394,16 +396,25 @@ def _after_anchor(
 def _last_plain_numbers(
     text: str, spans: list[_Span], starts: list[int]
 ) -> list[tuple[int, Candidate]]:
-    """The last numbers or plain expressions in prose, outside math spans."""
-    last: list[tuple[int, Candidate]] = []
-    for m in _PLAIN.finditer(text):
-        k = bisect.bisect_right(starts, m.start()) - 1
-        if k >= 0 and spans[k].start <= m.start() < spans[k].end:
-            continue
-        last.append((m.end(), Candidate(m.group().strip(), "number", plain=True)))
-        if len(last) > 2:
-            del last[0]
-    return last
+    """The last numbers or plain expressions in prose, outside math spans (searching windows
+    that grow from the end, so a long text with its answer at the end is read once)."""
+    window = 2048
+    while True:
+        begin = max(0, len(text) - window)
+        if begin:  # start the window at a space, so no number is cut in two
+            space = text.rfind(" ", 0, begin)
+            begin = space + 1 if space >= 0 else 0
+        last: list[re.Match[str]] = []
+        for m in _PLAIN.finditer(text, begin):
+            k = bisect.bisect_right(starts, m.start()) - 1
+            if k >= 0 and spans[k].start <= m.start() < spans[k].end:
+                continue
+            last.append(m)
+            if len(last) > 2:
+                del last[0]
+        if len(last) == 2 or begin == 0:
+            return [(m.end(), Candidate(m.group().strip(), "number", plain=True)) for m in last]
+        window *= 8
 
 
 def _is_bare(text: str) -> bool:

@@ -1,10 +1,13 @@
 """Runs untrusted Python in its own process tree, under limits, isolated by Linux namespaces.
 
-Every run starts `python -I -S -B harness.py` (see `harness.py`, the trusted runner that sets
-the limits and then runs the program) inside bubblewrap (`bwrap`), waits for it under a wall
-clock, captures capped stdout/stderr and the harness's result channel, and kills the whole
-tree before returning. `CodeVerifier` builds on `Sandbox.run_harness`; `run_python` is the
-plain "run this program" entry point (the Python tool of `opd/ToolUse-v0`).
+Every run starts `python -I -S -B` inside bubblewrap (`bwrap`) on `harness.py` (the trusted
+runner that sets the limits, drops privileges, then runs the program; compiled once on the
+host and handed over through a file descriptor, like the program and its inputs), waits for
+it under a wall clock, captures capped stdout/stderr and the harness's result channel, and
+kills the whole tree before returning. `CodeVerifier` builds on `Sandbox.run_harness`;
+`run_python` is the plain "run this program" entry point (the Python tool of
+`opd/ToolUse-v0`). Isolation details (the bwrap command line, uids, finding processes) live
+in `isolation.py`.
 
 Threat model
 ------------
@@ -16,7 +19,7 @@ Protected against, with bwrap (`isolation == "bwrap"`):
   writable places are size-capped tmpfs mounts (`/work`, the working directory, which `/tmp`
   points to, and `/dev/shm`), so the host's disk cannot be filled.
 - Reaching the host: the file system is a fresh root holding read-only binds of `/usr` (with
-  `/bin`, `/lib*`), the Python installation and the harness; no home, project, data sets or
+  `/bin`, `/lib*`) and the Python installation, nothing else; no home, project, data sets or
   `/etc` beyond the loader cache, so no reference or secret file is visible and nothing outside
   the working directory can be written. A new network namespace (loopback only: listeners on
   the host's 127.0.0.1 are unreachable), PID namespace (the program sees and can signal only
@@ -314,12 +317,21 @@ class Sandbox:
                 cwd=workdir or "/",
                 start_new_session=True,
             )
+        except BaseException:
+            for fd in (result_r, info_r):
+                if fd >= 0:
+                    os.close(fd)
+            if workdir is not None:
+                shutil.rmtree(workdir, ignore_errors=True)
+            raise
         finally:
             for fd in child_fds:
                 os.close(fd)
+        inner = -1
         try:
+            deadline = started + limits.wall_s + _GRACE_S
             streams, limit, inner = _supervise(
-                proc, result_r, info_r, started + limits.wall_s + _GRACE_S, limits.output_bytes
+                proc, result_r, info_r, deadline, limits.output_bytes
             )
         finally:
             _kill_tree(proc, inner, run_id, uid, isolated)
@@ -424,7 +436,7 @@ def _supervise(
                     selector.unregister(fd)
                     del names[fd]
                     if name == "info":
-                        inner = _inner_pidfd(streams["info"])
+                        inner = _inner_pidfd(streams["info"], proc.pid)
                     continue
                 buffer = streams[name]
                 room = caps[name] - len(buffer)
@@ -441,15 +453,21 @@ def _supervise(
             if fd >= 0:
                 os.close(fd)
     if inner < 0 and streams["info"]:
-        inner = _inner_pidfd(streams["info"])
+        inner = _inner_pidfd(streams["info"], proc.pid)
     return streams, limit, inner
 
 
-def _inner_pidfd(info: bytes) -> int:
+def _inner_pidfd(info: bytes, outer: int) -> int:
+    """A pidfd of bwrap's init in the new PID namespace, from bwrap's --info-fd JSON; -1 when
+    unknown. Only a child of our own bwrap is accepted, whatever the JSON says."""
     try:
-        pid = json.loads(info)["child-pid"]
-        return os.pidfd_open(int(pid))
-    except (ValueError, KeyError, TypeError, AttributeError, OSError):
+        pid = int(json.loads(info)["child-pid"])
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            parent = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        if parent != outer:
+            return -1
+        return os.pidfd_open(pid)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, OSError):
         return -1
 
 

@@ -45,7 +45,7 @@ def test_round_trip_through_the_user_loading_path(tiny_policy, text):
 
 def test_special_tokens_and_chat_template(tiny_policy):
     tok = tiny_policy.tokenizer
-    assert tok.eos_token == "<|im_end|>"
+    assert tok.eos_token == "<|end|>"
     assert tok.pad_token == "<|endoftext|>"
     msgs = [
         {"role": "system", "content": "be brief"},
@@ -61,15 +61,18 @@ def test_special_tokens_and_chat_template(tiny_policy):
     ]
     text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     assert text == (
-        "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n"
-        '<|im_start|>assistant\n<tool_call>{"name": "calc", "arguments": {"e": "2+2"}}</tool_call>'
-        "<|im_end|>\n<|im_start|>tool\n4<|im_end|>\n<|im_start|>assistant\n"
+        "<|system|>be brief<|end|><|user|>2+2?<|end|>"
+        '<|assistant|><tool_call>{"name": "calc", "arguments": {"e": "2+2"}}</tool_call>'
+        "<|end|><|tool|>4<|end|><|assistant|>"
     )
     ids = tok(text, add_special_tokens=False)["input_ids"]
-    assert ids.count(tok.convert_tokens_to_ids("<|im_start|>")) == 5
+    assert ids.count(tok.convert_tokens_to_ids("<|end|>")) == 4
+    assert len(ids) == len(text.encode()) - sum(
+        len(t) - 1 for t in ("<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|assistant|>")
+    ) - 4 * (len("<|end|>") - 1)
     tools = [{"type": "function", "function": {"name": "calc", "parameters": {}}}]
     with_tools = tok.apply_chat_template(msgs[:2], tools=tools, tokenize=False)
-    assert with_tools.startswith("<|im_start|>system\nbe brief\nTools:\n")
+    assert with_tools.startswith("<|system|>be brief\nTools:\n")
     assert with_tools.count("be brief") == 1
 
 

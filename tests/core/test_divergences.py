@@ -4,6 +4,7 @@ positions inert, the jsd_normalized endpoints)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -140,16 +141,16 @@ def test_float64_inputs_stay_float64():
 )
 def test_gradients_match_finite_differences(name, kw):
     gen = torch.Generator().manual_seed(3)
-    student = torch.randn(2, 3, 7, generator=gen, dtype=torch.float64, requires_grad=True)
-    teacher = torch.randn(2, 3, 7, generator=gen, dtype=torch.float64)
+    student = torch.randn(2, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(2, 6, generator=gen, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda s: divergence(name, s, teacher, 1.5, **kw), (student,))
 
 
 def test_gradients_with_mask_match_finite_differences():
     gen = torch.Generator().manual_seed(4)
-    student = torch.randn(3, 4, 6, generator=gen, dtype=torch.float64, requires_grad=True)
-    teacher = torch.randn(3, 4, 6, generator=gen, dtype=torch.float64)
-    mask = torch.rand(3, 4, generator=gen) > 0.4
+    student = torch.randn(2, 3, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(2, 3, 5, generator=gen, dtype=torch.float64)
+    mask = torch.tensor([[True, False, True], [False, True, True]])
     assert torch.autograd.gradcheck(lambda s: divergence("jsd", s, teacher, mask=mask), (student,))
 
 
@@ -173,8 +174,8 @@ def test_registered_divergence_gets_autograd_gradients_and_matches_reference():
     # t log t and −log t give back the KLs.
     register_divergence("test_fkl", f_divergence(lambda t: t * torch.log(t)), replace=True)
     torch.testing.assert_close(divergence("test_fkl", s, t), divergence("forward_kl", s, t))
-    s.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x: divergence("test_chi2", x, t), (s,))
+    small = s[:2, :6].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: divergence("test_chi2", x, t[:2, :6]), (small,))
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,7 +191,7 @@ logit_rows = st.integers(min_value=2, max_value=40).flatmap(
 )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(rows=logit_rows, temperature=st.sampled_from([0.5, 1.0, 2.0]))
 def test_identical_inputs_give_zero(rows, temperature):
     x = torch.tensor(rows)
@@ -199,7 +200,7 @@ def test_identical_inputs_give_zero(rows, temperature):
         assert torch.all(value.abs() <= 1e-6), (name, kw, value)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(rows=logit_rows, seed=st.integers(0, 2**16))
 def test_values_are_non_negative(rows, seed):
     s = torch.tensor(rows)
@@ -237,17 +238,18 @@ def test_jsd_normalized_reaches_its_limits():
     assert torch.equal(divergence("jsd_normalized", s, t, beta=0.0), fkl)
     assert torch.equal(divergence("jsd_normalized", s, t, beta=1.0), rkl)
     gaps_f, gaps_r = [], []
-    for eps in (1e-1, 1e-2, 1e-3, 1e-4, 1e-6):
+    for eps in (1e-3, 1e-4, 1e-5, 1e-6, 1e-7):
         gaps_f.append(
             ((divergence("jsd_normalized", s, t, beta=eps) - fkl) / fkl).abs().max().item()
         )
         gaps_r.append(
             ((divergence("jsd_normalized", s, t, beta=1 - eps) - rkl) / rkl).abs().max().item()
         )
-    # The gap shrinks steadily (O(β)) down to float32 precision: no cancellation blow-up.
-    assert all(a > b for a, b in zip(gaps_f, gaps_f[1:-1], strict=False))
-    assert all(a > b for a, b in zip(gaps_r, gaps_r[1:-1], strict=False))
-    assert gaps_f[-1] < 1e-4 and gaps_r[-1] < 1e-4
+    # The gap is O(β) (O(1 − β)): near the endpoint it shrinks ~10× per decade, down to the
+    # smallest β tried, with no cancellation blow-up on the way.
+    for gaps in (gaps_f, gaps_r):
+        assert all(8 < a / b < 12 for a, b in itertools.pairwise(gaps[-3:])), gaps
+        assert gaps[-1] < 2e-4
     # Near the endpoints float32 still agrees with float64.
     for beta in (1e-6, 1 - 1e-6):
         got = divergence("jsd_normalized", s, t, beta=beta).double()

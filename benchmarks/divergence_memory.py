@@ -1,0 +1,283 @@
+"""Peak memory and time of the token-level distillation loss + backward, side by side.
+
+Contenders, on identical work (same seeded inputs, generalized JSD with β = 0.5, the mean
+over all positions, then backward):
+
+- `ours_unchunked`: `opd_selfplay.divergences.divergence` on the whole (positions × V) block;
+- `ours_chunked`: `opd_selfplay.estimators.chunked_divergence`, blocks of positions;
+- `trl_gkd`: TRL's `GKDTrainer.generalized_jsd_loss` (trl 1.16, `trl.experimental.gkd`), the
+  peer's implementation of the same loss. TRL is a benchmark-only peer (the `bench` extra),
+  imported only inside its worker.
+
+Two settings:
+- `logits`: the student's logits (with grad) and the teacher's logits are given; the step is
+  the loss and its backward. Memory beyond the inputs is the loss's own, plus the logits'
+  gradient (positions × V), which every contender must produce.
+- `hidden`: the student gives final hidden states and its lm_head weight (hidden 256), the
+  teacher its logits. The unchunked contenders project to logits first; `ours_chunked` fuses
+  the projection (`LinearHead`), so no positions × V tensor exists at all.
+
+How it measures. Each (setting, contender) runs in a fresh subprocess: imports and inputs
+first, then the resident set size is read (/proc/self/statm) as the baseline; one warm-up
+step and `steps` timed steps follow; the peak is ru_maxrss − baseline (tracemalloc would not
+see torch's allocations). Rounds interleave the contenders (A B C, B C A, …) so that drift on
+a shared machine hits all of them alike; we report medians, min–max and ratios to
+`ours_unchunked`. A contender whose estimated peak would not fit in the available memory is
+skipped with the reason. The losses of all contenders are compared (same work).
+
+Cost: a float32 (2,048 × 151,936) block is 1.24 GB; the unchunked contenders hold several at
+once (TRL ~15 GB at 2,048 positions), so the full run needs ~20 GB free and minutes per
+round on 2 cores. `--quick` uses 256 positions (~2.5 GB peak, a minute or two).
+
+Usage: `python benchmarks/divergence_memory.py [--quick] [--positions N] [--json FILE]`, or
+`run(quick)` from Python, which returns the records as a dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VOCAB = 151_936
+HIDDEN = 256
+CONTENDERS = ("ours_unchunked", "ours_chunked", "trl_gkd")
+SETTINGS = ("logits", "hidden")
+# Rough peak per position, in units of one float32 row of V, measured with --quick and used
+# only to skip what cannot fit: inputs excluded.
+_ROWS_PER_POSITION = {"ours_unchunked": 7.0, "ours_chunked": 1.5, "trl_gkd": 13.0}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _available_bytes() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _worker(contender: str, setting: str, positions: int, steps: int, chunk: int | None) -> dict:
+    """One contender in this process: returns times, peak bytes above baseline, loss."""
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    import torch
+
+    from opd_selfplay.divergences import divergence
+    from opd_selfplay.estimators import LinearHead, chunked_divergence
+
+    jsd = None
+    if contender == "trl_gkd":
+        from trl.experimental.gkd import GKDTrainer
+
+        jsd = GKDTrainer.generalized_jsd_loss
+
+    gen = torch.Generator().manual_seed(0)
+    teacher = torch.randn(positions, VOCAB, generator=gen) * 2.0
+    if setting == "logits":
+        student = (torch.randn(positions, VOCAB, generator=gen) * 2.0).requires_grad_(True)
+        params = [student]
+    else:
+        hidden = torch.randn(positions, HIDDEN, generator=gen).requires_grad_(True)
+        weight = (torch.randn(VOCAB, HIDDEN, generator=gen) * 0.1).requires_grad_(True)
+        params = [hidden, weight]
+
+    def student_logits():
+        return student if setting == "logits" else hidden @ weight.T
+
+    def step():
+        if contender == "ours_unchunked":
+            return divergence("jsd", student_logits(), teacher, beta=0.5).sum() / positions
+        if contender == "ours_chunked":
+            source = student if setting == "logits" else LinearHead(hidden, weight)
+            weights = torch.full((positions,), 1.0 / positions)
+            return chunked_divergence(
+                "jsd", source, teacher, weights=weights, chunk_size=chunk, beta=0.5
+            ).loss
+        return jsd(student_logits()[None], teacher[None], beta=0.5, num_items_in_batch=positions)
+
+    import gc
+
+    gc.collect()
+    baseline = _rss_bytes()
+    times = []
+    loss_value = 0.0
+    for i in range(steps + 1):
+        for p in params:
+            p.grad = None
+        start = time.perf_counter()
+        loss = step()
+        loss.backward()
+        elapsed = time.perf_counter() - start
+        loss_value = float(loss)
+        if i > 0:  # the first step is the warm-up
+            times.append(elapsed)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
+    grad_norm = float(sum(p.grad.double().pow(2).sum() for p in params) ** 0.5)
+    return {"times_s": times, "peak_bytes": peak, "loss": loss_value, "grad_norm": grad_norm}
+
+
+def _spawn(contender: str, setting: str, positions: int, steps: int, chunk: int | None) -> dict:
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        contender,
+        "--setting",
+        setting,
+        "--positions",
+        str(positions),
+        "--steps",
+        str(steps),
+    ]
+    if chunk:
+        cmd += ["--chunk", str(chunk)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _have_trl() -> bool:
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run(
+    quick: bool, positions: int | None = None, rounds: int | None = None, chunk: int | None = None
+) -> dict:
+    """Run the benchmark; returns {"config": ..., "results": {setting: {contender: stats}}}.
+
+    Args:
+        quick: 256 positions, 2 rounds of 2 steps; else 2,048 positions, 3 rounds.
+        positions: override the number of positions.
+        rounds: override the number of interleaved rounds.
+        chunk: positions per block of `ours_chunked` (default: the library's).
+    """
+    positions = positions or (256 if quick else 2048)
+    rounds = rounds or (2 if quick else 3)
+    steps = 2
+    contenders = [c for c in CONTENDERS if c != "trl_gkd" or _have_trl()]
+    records: dict[str, dict[str, list[dict]]] = {s: {c: [] for c in contenders} for s in SETTINGS}
+    skipped: dict[str, str] = {}
+    row_bytes = VOCAB * 4
+    for r in range(rounds):
+        for setting in SETTINGS:
+            order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
+            for c in order:
+                need = (_ROWS_PER_POSITION[c] + 2) * positions * row_bytes
+                if need > 0.85 * _available_bytes():
+                    skipped[c] = (
+                        f"needs ~{need / 2**30:.1f} GiB, {_available_bytes() / 2**30:.1f} GiB available"
+                    )
+                    continue
+                records[setting][c].append(_spawn(c, setting, positions, steps, chunk))
+    results: dict[str, dict[str, dict]] = {}
+    for setting, per in records.items():
+        results[setting] = {}
+        for c, recs in per.items():
+            good = [x for x in recs if "error" not in x]
+            if not good:
+                errors = [x["error"] for x in recs if "error" in x]
+                results[setting][c] = {
+                    "skipped": skipped.get(c) or (errors[0] if errors else "not run")
+                }
+                continue
+            times = [t for x in good for t in x["times_s"]]
+            peaks = [x["peak_bytes"] for x in good]
+            results[setting][c] = {
+                "time_median_s": statistics.median(times),
+                "time_min_s": min(times),
+                "time_max_s": max(times),
+                "peak_median_mb": statistics.median(peaks) / 2**20,
+                "peak_min_mb": min(peaks) / 2**20,
+                "peak_max_mb": max(peaks) / 2**20,
+                "loss": good[-1]["loss"],
+                "grad_norm": good[-1]["grad_norm"],
+                "runs": len(good),
+            }
+        base = results[setting].get("ours_unchunked", {})
+        for stats in results[setting].values():
+            if "time_median_s" in stats and "time_median_s" in base:
+                stats["time_ratio"] = stats["time_median_s"] / base["time_median_s"]
+                stats["peak_ratio"] = stats["peak_median_mb"] / base["peak_median_mb"]
+    return {
+        "config": {
+            "positions": positions,
+            "vocab": VOCAB,
+            "hidden": HIDDEN,
+            "rounds": rounds,
+            "steps_per_run": steps,
+            "divergence": "jsd(beta=0.5)",
+            "chunk": chunk,
+            "threads": os.cpu_count(),
+        },
+        "results": results,
+    }
+
+
+def _table(report: dict) -> str:
+    cfg = report["config"]
+    lines = [
+        f"token-level JSD loss + backward, {cfg['positions']} positions × V={cfg['vocab']}, "
+        f"{cfg['rounds']} interleaved rounds × {cfg['steps_per_run']} steps",
+    ]
+    for setting, per in report["results"].items():
+        lines += [
+            "",
+            f"setting: {setting}",
+            "| contender | time median (min–max) s | × unchunked | peak MB median (min–max) | × unchunked | loss |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for c, s in per.items():
+            if "skipped" in s:
+                lines.append(f"| {c} | skipped: {s['skipped']} | | | | |")
+                continue
+            lines.append(
+                f"| {c} | {s['time_median_s']:.2f} ({s['time_min_s']:.2f}–{s['time_max_s']:.2f}) "
+                f"| {s.get('time_ratio', float('nan')):.2f} "
+                f"| {s['peak_median_mb']:.0f} ({s['peak_min_mb']:.0f}–{s['peak_max_mb']:.0f}) "
+                f"| {s.get('peak_ratio', float('nan')):.3f} | {s['loss']:.6f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="256 positions, 2 rounds")
+    parser.add_argument(
+        "--positions", type=int, help="number of positions (default 2048, quick 256)"
+    )
+    parser.add_argument("--rounds", type=int, help="interleaved rounds")
+    parser.add_argument("--chunk", type=int, help="positions per block for ours_chunked")
+    parser.add_argument("--json", type=Path, help="also write the records here")
+    parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--setting", choices=SETTINGS, default="logits", help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(
+            json.dumps(_worker(args.worker, args.setting, args.positions, args.steps, args.chunk))
+        )
+        return 0
+    report = run(args.quick, args.positions, args.rounds, args.chunk)
+    print(_table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,494 @@
+"""The trainer: one loop, read top to bottom.
+
+    warm start (optional) → teacher → evaluate → for each step:
+        rollout (the student samples, all episodes of the step in batched turns)
+        → teacher signal (forward only) → objective (micro-batches, global token count)
+        → optimizer step → (weights are shared with the sampler: HFPolicy samples from the
+          very model being trained) → teacher follows (snapshot / EMA) → log, evaluate,
+          checkpoint
+    → evaluate → plots, summary
+
+Distributed: under `torchrun` (WORLD_SIZE > 1) each rank plays its share of the step's tasks,
+the model is wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU), the action-token
+count is summed over ranks, and the loss is scaled by the world size so that DDP's gradient
+average equals the gradient of the global token mean — the same update as one process on the
+whole batch. Rank 0 evaluates, logs and checkpoints.
+
+Resuming (`resume=True`) restores model, optimizer, scheduler, teacher, RNG states and the
+step; task seeds and sampling seeds are functions of (seed, step), so a resumed run takes the
+same steps as an uninterrupted one.
+
+Not covered here: LoRA (PEFT) and a KL term to a reference model; vLLM weight sync after each
+step (the `VLLMPolicy.load_weights` hook exists, the loop uses in-process HF sampling).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from opd_selfplay import checkpoint as ckpt
+from opd_selfplay.advantages import group_advantages
+from opd_selfplay.config import TrainConfig
+from opd_selfplay.evaluation import EVAL_SEED_BASE, evaluate
+from opd_selfplay.objectives import outcome_loss, sequence_level_loss, token_level_loss
+from opd_selfplay.rollout import RolloutConfig, RolloutEngine
+from opd_selfplay.runlog import RunLog
+from opd_selfplay.teachers import (
+    ModelTeacher,
+    ServerTeacher,
+    TeacherSignal,
+    action_rows,
+    sampled_token_ids,
+)
+from opd_selfplay.types import Trajectory
+from opd_selfplay.warmstart import warm_start
+
+
+def _dist() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _all_reduce_sum(value: float) -> float:
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    return float(t.item())
+
+
+class Trainer:
+    """Runs one training configuration in a run folder.
+
+    Args:
+        config: the resolved configuration.
+        run_dir: the run folder (config, metrics, checkpoints, plots, summary).
+        resume: continue from the run folder's latest checkpoint.
+    """
+
+    def __init__(
+        self, config: TrainConfig, run_dir: str | os.PathLike[str], resume: bool = False
+    ) -> None:
+        from opd_selfplay.agents.hf import HFPolicy
+        from opd_selfplay.agents.loading import load_policy
+
+        self.config = config
+        self.dir = Path(run_dir)
+        self.rank, self.world = _dist()
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        self.policy = load_policy(config.model, device=config.device, dtype=config.dtype)
+        if not isinstance(self.policy, HFPolicy):
+            raise ValueError(
+                f"model {config.model!r}: training needs a local model (tiny or a folder)"
+            )
+        self.model = self.policy.model
+        r = config.rollout
+        self.engine = RolloutEngine(
+            self.policy,
+            RolloutConfig(
+                max_turns=r.max_turns,
+                max_new_tokens=r.max_new_tokens,
+                max_context_tokens=r.max_context_tokens,
+                temperature=r.temperature,
+                top_p=r.top_p,
+                env_workers=1,
+            ),
+        )
+        self.log = RunLog(self.dir, enabled=self.rank == 0)
+        self.step = 0
+        self.warm_steps = 0
+        self.before: dict[str, float] = {}
+        self.teacher: ModelTeacher | ServerTeacher | None = None
+        self.train_model: torch.nn.Module = self.model
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.resumed = False
+        if resume:
+            self._restore()
+        elif self.rank == 0:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+
+    # -- pieces ---------------------------------------------------------------------------
+    def _lr_factor(self, step: int) -> float:
+        o, total = self.config.optim, max(self.config.steps, 1)
+        if o.warmup_steps and step < o.warmup_steps:
+            return (step + 1) / o.warmup_steps
+        progress = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
+        if o.schedule == "cosine":
+            return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        if o.schedule == "linear":
+            return 1.0 - (1.0 - o.min_lr_ratio) * progress
+        return 1.0
+
+    def _build_teacher(self) -> ModelTeacher | ServerTeacher | None:
+        t, vocab = self.config.teacher, self.model.get_output_embeddings().weight.shape[0]
+        if t.kind == "none":
+            return None
+        if t.kind == "privileged_self":
+            update = "live" if t.live else "snapshot"
+            return ModelTeacher(
+                self.model, self.engine, update, True, t.refresh_every, t.ema_decay, vocab
+            )
+        if t.kind in ("snapshot", "ema"):
+            return ModelTeacher(
+                self.model, self.engine, t.kind, t.privileged, t.refresh_every, t.ema_decay, vocab
+            )
+        from opd_selfplay.agents.loading import load_policy
+
+        teacher_policy = load_policy(t.model, device=self.config.device)
+        if t.kind == "white_box":
+            return ModelTeacher(
+                teacher_policy.model, self.engine, "fixed", t.privileged, student_vocab=vocab
+            )  # type: ignore[attr-defined]
+        return ServerTeacher(teacher_policy, self.engine, t.top_k, t.privileged)
+
+    def _task_seeds(self, step: int) -> list[int]:
+        """This rank's task seeds for `step` (a function of seed and step only)."""
+        n = self.config.tasks_per_step
+        base = (self.config.seed * 1_000_003 + step * n) % (EVAL_SEED_BASE // 2)
+        seeds = [base + i for i in range(n)]
+        return seeds[self.rank :: self.world]
+
+    def evaluate(self, step: int, phase: str = "eval") -> dict[str, float]:
+        """Held-out evaluation on rank 0 (logged, with sample trajectories)."""
+        if self.rank != 0:
+            return {}
+        e = self.config.eval
+        metrics, trajs = evaluate(
+            self.engine,
+            self.config.env,
+            e.episodes,
+            self.config.env_kwargs,
+            e.temperature,
+            e.pass_k,
+        )
+        self.log.metrics(step, phase, metrics)
+        self.log.samples(step, trajs)
+        return metrics
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> dict[str, object]:
+        """Warm start, evaluate, train, evaluate; returns the summary (also in summary.json)."""
+        cfg = self.config
+        started = time.monotonic()
+        deadline = started + cfg.max_wall_s if cfg.max_wall_s else None
+        if not self.resumed:
+            if cfg.warmstart.steps:
+                self._warm_start(deadline)
+            self.teacher = self._build_teacher()
+            self.before = self.evaluate(0, "eval")
+            self.save()
+        if self.world > 1 and not isinstance(
+            self.train_model, torch.nn.parallel.DistributedDataParallel
+        ):
+            self.train_model = torch.nn.parallel.DistributedDataParallel(self.model)
+        show = self.rank == 0 and os.isatty(2)
+        progress = _Progress(cfg.steps, self.step, show)
+        last_eval = self.before
+        train_started = time.monotonic()
+        while self.step < cfg.steps:
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            metrics = self.train_step()
+            self.step += 1
+            if self.step % cfg.log_every == 0:
+                self.log.metrics(self.step, "train", metrics)
+            if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.steps:
+                last_eval = self.evaluate(self.step) or last_eval
+            if cfg.save_every and self.step % cfg.save_every == 0:
+                self.save()
+            progress.update(self.step, metrics, last_eval)
+        progress.close()
+        train_s = time.monotonic() - train_started
+        after = self.evaluate(self.step)
+        self.save()
+        summary = {
+            "before": self.before.get("success"),
+            "after": after.get("success"),
+            "before_metrics": self.before,
+            "after_metrics": after,
+            "steps": self.step,
+            "warm_start_steps": self.warm_steps,
+            "train_seconds": round(train_s, 1),
+            "wall_seconds": round(time.monotonic() - started, 1),
+            "teacher": getattr(self.teacher, "name", "none"),
+            "objective": cfg.objective.kind,
+            "divergence": cfg.objective.divergence,
+        }
+        if self.rank == 0:
+            (self.dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            self.log.plot()
+            # The trained student as a Hugging Face folder: `opd eval --model RUN/model`.
+            self.model.save_pretrained(self.dir / "model")
+            self.policy.tokenizer.save_pretrained(self.dir / "model")
+        self.log.close()
+        return summary
+
+    def _warm_start(self, deadline: float | None) -> None:
+        w = self.config.warmstart
+
+        def probe(step: int) -> float:
+            m, _ = evaluate(self.engine, self.config.env, 64, self.config.env_kwargs)
+            return m["success"]
+
+        self.warm_steps = warm_start(
+            self.engine,
+            self.config.env,
+            w.steps,
+            w.batch,
+            w.lr,
+            w.hinted_fraction,
+            w.retry_fraction,
+            self.config.seed,
+            self.config.env_kwargs,
+            probe=probe if w.target_success else None,
+            target_success=w.target_success,
+            log=lambda s, m: self.log.metrics(s, "warmstart", m),
+            deadline=deadline,
+        )
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step: rollout, teacher, objective, update, teacher follows."""
+        cfg = self.config
+        engine = self.engine
+        engine.config = replace(engine.config, seed=cfg.seed * 7919 + self.step * 131 + self.rank)
+        self.model.eval()
+        trajs = engine.run(cfg.env, self._task_seeds(self.step), cfg.group_size, cfg.env_kwargs)
+        n_local = sum(t.num_action_tokens for t in trajs)
+        n_global = _all_reduce_sum(float(n_local))
+        rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float32)
+        groups = torch.tensor([t.group for t in trajs])
+        advantages = (
+            group_advantages(rewards, groups)
+            if cfg.objective.kind in ("outcome", "hybrid")
+            else None
+        )
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        mb = cfg.optim.micro_batch
+        for start in range(0, len(trajs), mb):
+            chunk = trajs[start : start + mb]
+            if not any(t.num_action_tokens for t in chunk):
+                continue
+            signal = self.teacher.score(chunk) if self.teacher is not None else None
+            adv = None if advantages is None else advantages[start : start + mb]
+            loss, diag = self._loss(chunk, signal, adv, max(n_global, 1.0))
+            (loss * self.world).backward()
+            for k, v in diag.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * sum(t.num_action_tokens for t in chunk)
+        grad_norm = 0.0
+        if cfg.optim.grad_clip:
+            grad_norm = float(
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+            )
+        self.optimizer.step()
+        self.scheduler.step()
+        self.model.eval()
+        if self.teacher is not None:
+            self.teacher.after_step(self.model, self.step + 1)
+        out = {k: v / max(n_local, 1) for k, v in sums.items()}
+        out.update(
+            reward=float(rewards.mean()) if len(rewards) else 0.0,
+            success=sum(t.success for t in trajs) / max(len(trajs), 1),
+            action_tokens=float(n_local) / max(len(trajs), 1),
+            grad_norm=grad_norm,
+            lr=self.scheduler.get_last_lr()[0],
+        )
+        return out
+
+    def _loss(
+        self,
+        trajs: list[Trajectory],
+        signal: TeacherSignal | None,
+        adv: torch.Tensor | None,
+        n_global: float,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The configured objective on a micro-batch (rows = action tokens in order)."""
+        o = self.config.objective
+        temperature = self.config.rollout.temperature or 1.0
+        seqs = [(list(t.token_ids), [i for i, m in enumerate(t.action_mask) if m]) for t in trajs]
+        rows = action_rows(self.train_model, seqs, self.policy.pad_token_id).float()
+        ids = sampled_token_ids(trajs).to(rows.device)
+        counts = [t.num_action_tokens for t in trajs]
+        ones = torch.ones((1, rows.shape[0]), device=rows.device)
+        diag: dict[str, torch.Tensor] = {}
+        loss = rows.new_zeros(())
+        params = (
+            {"beta": o.beta}
+            if "jsd" in o.divergence
+            else {"alpha": o.alpha}
+            if "skew" in o.divergence
+            else {}
+        )
+        if o.kind in ("token", "hybrid") and signal is not None and signal.logits_NV is not None:
+            kd, d = token_level_loss(
+                rows[None],
+                signal.logits_NV[None].to(rows.device),
+                ones,
+                n_global,
+                divergence=o.divergence,
+                temperature=temperature,
+                **params,
+            )
+            loss = loss + o.kd_weight * kd
+            diag.update({f"kd/{k}": v for k, v in d.items()})
+            diag["kl"] = _sampled_kl(rows, signal, ids, temperature)
+        logp = torch.log_softmax(rows / temperature, dim=-1).gather(-1, ids[:, None]).squeeze(-1)
+        sampler = torch.tensor([x for t in trajs for x in _action_logprobs(t)], device=rows.device)
+        lp_BT, mask_BT = _pack(logp, counts)
+        old_BT, _ = _pack(sampler, counts)
+        if o.kind == "sequence" or (
+            o.kind == "token" and signal is not None and signal.logits_NV is None
+        ):
+            teacher_BT, _ = _pack(signal.logprobs_N.to(rows.device), counts)  # type: ignore[union-attr]
+            seq, d = sequence_level_loss(
+                lp_BT,
+                teacher_BT,
+                mask_BT,
+                n_global,
+                sampler_logprobs_BT=old_BT,
+                clip_low=o.clip_eps,
+                clip_high=o.clip_eps,
+            )
+            loss = loss + o.kd_weight * seq
+            diag.update({f"seq/{k}": v for k, v in d.items()})
+            diag["kl"] = (logp.detach() - signal.logprobs_N.to(rows.device)).mean()  # type: ignore[union-attr]
+        if o.kind in ("outcome", "hybrid") and adv is not None:
+            out, d = outcome_loss(
+                lp_BT,
+                adv.to(rows.device),
+                mask_BT,
+                n_global,
+                sampler_logprobs_BT=old_BT,
+                clip_low=o.clip_eps,
+                clip_high=o.clip_eps,
+            )
+            loss = loss + o.outcome_weight * out
+            diag.update({f"pg/{k}": v for k, v in d.items()})
+        diag["loss"] = loss.detach() * n_global / max(sum(counts), 1)
+        return loss, diag
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def save(self) -> None:
+        if self.rank != 0:
+            return
+        state = {
+            "step": self.step,
+            "warm_steps": self.warm_steps,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "teacher": self.teacher.state_dict() if self.teacher is not None else {},
+            "before": self.before,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+            "config": self.config.to_dict(),
+        }
+        ckpt.save_checkpoint(self.dir, self.step, state)
+
+    def _restore(self) -> None:
+        path = ckpt.latest_checkpoint(self.dir)
+        if path is None:
+            from opd_selfplay.errors import InputError
+
+            raise InputError(
+                f"--resume {self.dir}: no checkpoint there (checkpoints/latest missing)"
+            )
+        state = ckpt.load_checkpoint(path)
+        self.model.load_state_dict(state["model"])
+        self.teacher = self._build_teacher()
+        if self.teacher is not None:
+            self.teacher.load_state_dict(state["teacher"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        self.step = int(state["step"])
+        self.warm_steps = int(state["warm_steps"])
+        self.before = dict(state["before"])
+        self.resumed = True
+
+
+def _action_logprobs(traj: Trajectory) -> list[float]:
+    return [x for t in traj.turns for x in t.action_logprobs]
+
+
+def _pack(values_N: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows in trajectory order → (values_BT, mask_BT) with each trajectory's action tokens
+    left-aligned (context tokens carry no loss, so they need no slot)."""
+    width = max(counts)
+    out = values_N.new_zeros((len(counts), width))
+    mask = torch.zeros((len(counts), width), device=values_N.device)
+    rows = torch.repeat_interleave(
+        torch.arange(len(counts), device=values_N.device),
+        torch.tensor(counts, device=values_N.device),
+    )
+    cols = torch.cat([torch.arange(c, device=values_N.device) for c in counts])
+    out = out.index_put((rows, cols), values_N)
+    mask[rows, cols] = 1.0
+    return out, mask
+
+
+def _sampled_kl(
+    rows: torch.Tensor, signal: TeacherSignal, ids: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Mean exact KL(p‖q) over action tokens, for the logs (no gradient)."""
+    with torch.no_grad():
+        logq = torch.log_softmax(rows / temperature, dim=-1)
+        logp = torch.log_softmax(signal.logits_NV.to(rows.device).float() / temperature, dim=-1)  # type: ignore[union-attr]
+        return (logp.exp() * (logp - logq)).sum(-1).mean()
+
+
+class _Progress:
+    """A rich progress bar with ETA and the live success rate (only on a terminal)."""
+
+    def __init__(self, total: int, done: int, show: bool) -> None:
+        self.bar = None
+        if not show:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            transient=True,
+        )
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=total, completed=done, info="")
+
+    def update(self, step: int, metrics: dict[str, float], last_eval: dict[str, float]) -> None:
+        if self.bar is None:
+            return
+        info = f"reward {metrics.get('reward', 0):.2f} · held-out {last_eval.get('success', float('nan')):.2f}"
+        self.bar.update(self.task, completed=step, info=info)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
