@@ -94,6 +94,7 @@ __all__ = [
     "f_divergence",
     "get_divergence",
     "log_probs",
+    "log_probs_value_and_grad",
     "logits_value_and_grad",
     "masked_mean",
     "register_divergence",
@@ -153,7 +154,8 @@ def log_probs(logits: Tensor, temperature: float = 1.0) -> Tensor:
         x = x / temperature
     # The floor replaces −inf (from −inf logits) by a finite value; the clamped entries have
     # probability exactly 0.
-    return torch.log_softmax(x, dim=-1).clamp(min=LOG_FLOOR)
+    out = torch.log_softmax(x, dim=-1)
+    return out.clamp(min=LOG_FLOOR) if out.requires_grad else out.clamp_(min=LOG_FLOOR)
 
 
 def _check_temperature(temperature: float) -> None:
@@ -175,13 +177,13 @@ def _log_mix(d: Tensor, w: float) -> Tensor:
         return torch.zeros_like(d)
     if w >= 1.0:
         return d.clone()
+    out = torch.logaddexp(d + math.log(w), d.new_tensor(math.log1p(-w)))
     near = d.clamp(-1.0, 1.0).expm1_().mul_(w).log1p_()
-    far = torch.logaddexp(d + math.log(w), d.new_tensor(math.log1p(-w)))
-    return torch.where(d.abs() <= 1.0, near, far)
+    return torch.where(d.abs() <= 1.0, near, out, out=out)
 
 
-def _mix_logs(log_q: Tensor, log_p: Tensor, beta: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(d, log(m/p), log(m/q)) for m = β p + (1 − β) q and d = log p − log q.
+def _mix_logs(log_q: Tensor, log_p: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    """(log(m/p), log(m/q)) for m = β p + (1 − β) q, via d = log p − log q.
 
     Only the ratio whose weight is small is computed with `_log_mix`; the other follows from
     log(m/p) = log(m/q) − d, whose rounding is harmless because its weight is ≥ ½.
@@ -189,11 +191,9 @@ def _mix_logs(log_q: Tensor, log_p: Tensor, beta: float) -> tuple[Tensor, Tensor
     d = log_p - log_q
     if beta <= 0.5:
         lmq = _log_mix(d, beta)
-        lmp = lmq - d
-    else:
-        lmp = _log_mix(-d, 1.0 - beta)
-        lmq = lmp + d
-    return d, lmp, lmq
+        return d.neg_().add_(lmq), lmq
+    lmp = _log_mix(d.neg_(), 1.0 - beta)
+    return lmp, d.neg_().add_(lmp)
 
 
 def _check_unit(name: str, key: str, value: float, low: str, high: str) -> None:
@@ -236,7 +236,7 @@ def _jsd(
     # ∂/∂log q: the terms through m cancel (Σ of β p + (1 − β) q over m is 1), leaving
     #   (1 − β) q (log q − log m) = −(1 − β) q log(m/q).
     _check_unit("jsd", "beta", beta, "(", ")")
-    _, lmp, lmq = _mix_logs(log_q, log_p, beta)
+    lmp, lmq = _mix_logs(log_q, log_p, beta)
     q = log_q.exp()
     kl_q_m = -(q * lmq).sum(-1)
     kl_p_m = -(log_p.exp() * lmp).sum(-1)
@@ -254,7 +254,7 @@ def _jsd_normalized(
         return _forward_kl(log_q, log_p, need_grad)
     if beta == 1.0:
         return _reverse_kl(log_q, log_p, need_grad)
-    _, lmp, lmq = _mix_logs(log_q, log_p, beta)
+    lmp, lmq = _mix_logs(log_q, log_p, beta)
     q = log_q.exp()
     values = -(log_p.exp() * lmp).sum(-1) / (1.0 - beta) - (q * lmq).sum(-1) / beta
     return values, (q.mul_(lmq).mul_(-1.0 / beta) if need_grad else None)
@@ -457,6 +457,40 @@ def get_divergence(name: str, params: Mapping[str, float] | None = None) -> Dive
 # --------------------------------------------------------------------------------------------
 
 
+def log_probs_value_and_grad(
+    spec: DivergenceSpec,
+    log_q: Tensor,
+    log_p: Tensor,
+    temperature: float,
+    params: Mapping[str, float],
+    need_grad: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """Values and ∂(Σ values)/∂student_logits from the two sides' log-probs, without autograd.
+
+    The softmax's Jacobian is applied in closed form: with g = ∂/∂log q,
+    ∂/∂z = (g − q Σ_v g) / T. `log_q` is consumed (overwritten) to save memory.
+
+    Args:
+        spec: from `get_divergence`.
+        log_q, log_p: from `log_probs(student_logits, T)` and `log_probs(teacher_logits, T)`.
+        temperature: the T used for them.
+        params: the divergence's parameters.
+        need_grad: also compute the gradient.
+
+    Returns:
+        (values (...), the logits' gradient (..., V), float32 at least, or None).
+    """
+    with torch.no_grad():
+        values, g = spec.value_and_grad(log_q, log_p, need_grad, **params)
+        if g is None:
+            return values, None
+        q = log_q.exp_()
+        g -= q.mul_(g.sum(-1, keepdim=True))
+        if temperature != 1.0:
+            g /= temperature
+        return values, g
+
+
 def logits_value_and_grad(
     spec: DivergenceSpec,
     student_logits: Tensor,
@@ -465,26 +499,11 @@ def logits_value_and_grad(
     params: Mapping[str, float],
     need_grad: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    """Values and ∂(Σ values)/∂student_logits, without autograd (for the chunked path).
-
-    The softmax's Jacobian is applied in closed form: with g = ∂/∂log q,
-    ∂/∂z = (g − q Σ_v g) / T.
-
-    Returns:
-        (values (...), the logits' gradient (..., V) in float32 at least, or None).
-    """
+    """`log_probs_value_and_grad` from logits: values and the logits' gradient, no autograd."""
     with torch.no_grad():
         log_p = log_probs(teacher_logits, temperature)
         log_q = log_probs(student_logits, temperature)
-        values, g = spec.value_and_grad(log_q, log_p, need_grad, **params)
-        if g is None:
-            return values, None
-        del log_p
-        q = log_q.exp_()
-        g -= q * g.sum(-1, keepdim=True)
-        if temperature != 1.0:
-            g /= temperature
-        return values, g
+    return log_probs_value_and_grad(spec, log_q, log_p, temperature, params, need_grad)
 
 
 class _LogitsDivergence(torch.autograd.Function):

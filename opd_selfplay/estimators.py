@@ -67,7 +67,7 @@ from opd_selfplay.divergences import (
     divergence_from_log_probs,
     get_divergence,
     log_probs,
-    logits_value_and_grad,
+    log_probs_value_and_grad,
 )
 from opd_selfplay.errors import InputError
 
@@ -228,11 +228,6 @@ class _ChunkConfig:
     weighting: TokenWeighting | None
 
 
-def _entropy_rows(logits: Tensor, temperature: float) -> Tensor:
-    lp = log_probs(logits, temperature)
-    return -(lp.exp() * lp).sum(-1)
-
-
 def _split(x: Tensor | LinearHead) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """(rows (N, F), weight or None, bias or None) with the leading axes flattened."""
     if isinstance(x, LinearHead):
@@ -268,32 +263,42 @@ def _chunk_loop(
     grad_w = torch.zeros(s_w.shape, dtype=cdtype, device=s_w.device) if need[1] else None
     grad_b = torch.zeros(s_b.shape, dtype=cdtype, device=s_b.device) if need[2] else None
     any_grad = any(need)
+    # Without a mask the blocks are contiguous: take views instead of copies.
+    contiguous = index_K.numel() == n
     for start in range(0, index_K.numel(), cfg.chunk_rows):
         idx = index_K[start : start + cfg.chunk_rows]
-        x = s_x.index_select(0, idx)
-        w_c = weights_N.index_select(0, idx).to(cdtype)
-        t_logits = t_x.index_select(0, idx)
-        if t_w is not None:
-            t_logits = F.linear(t_logits, t_w, t_b)
-        logits = x if s_w is None else F.linear(x, s_w, s_b)
-        # The divergence's closed-form gradient w.r.t. this block's logits; the projection's
-        # gradient is applied by hand below, straight into the accumulators.
-        vals, g = logits_value_and_grad(spec, logits, t_logits, cfg.temperature, params, any_grad)
-        values.index_copy_(0, idx, vals)
+        rows = slice(start, start + idx.numel()) if contiguous else None
+
+        def take(t: Tensor, idx: Tensor = idx, rows: slice | None = rows) -> Tensor:
+            return t[rows] if rows is not None else t.index_select(0, idx)
+
+        w_c = take(weights_N).to(cdtype)
+        # Teacher first, so its logits are freed before the student's block exists.
+        t_rows = take(t_x)
+        log_p = log_probs(t_rows if t_w is None else F.linear(t_rows, t_w, t_b), cfg.temperature)
+        x = take(s_x)
+        log_q = log_probs(x if s_w is None else F.linear(x, s_w, s_b), cfg.temperature)
         if cfg.with_entropy or cfg.weighting is not None:
-            h_t = _entropy_rows(t_logits, cfg.temperature)
+            h_t = -(log_p.exp() * log_p).sum(-1)
             if cfg.weighting is not None:
                 w_c = w_c * cfg.weighting(h_t).to(cdtype)
             if cfg.with_entropy:
                 ent_t.index_copy_(0, idx, h_t)
-                ent_s.index_copy_(0, idx, _entropy_rows(logits, cfg.temperature))
+                ent_s.index_copy_(0, idx, -(log_q.exp() * log_q).sum(-1))
+        # The divergence's closed-form gradient w.r.t. this block's logits (log_q is consumed);
+        # the projection's gradient is applied by hand below, straight into the accumulators.
+        vals, g = log_probs_value_and_grad(spec, log_q, log_p, cfg.temperature, params, any_grad)
+        del log_q, log_p
+        values.index_copy_(0, idx, vals)
         loss += (vals * w_c).sum()
-        del logits, t_logits
         if g is None:
             continue
         g *= w_c.unsqueeze(-1)
         if s_w is None:
-            grad_x.index_copy_(0, idx, g.to(grad_x.dtype))  # type: ignore[union-attr]
+            if rows is not None:
+                grad_x[rows] = g  # type: ignore[index]
+            else:
+                grad_x.index_copy_(0, idx, g.to(grad_x.dtype))  # type: ignore[union-attr]
             continue
         g = g.to(s_w.dtype)
         if need[0]:

@@ -94,25 +94,41 @@ def teacher_sequences(
 
 
 def action_rows(
-    model: torch.nn.Module, sequences: Sequence[tuple[list[int], list[int]]], pad_id: int
+    model: torch.nn.Module,
+    sequences: Sequence[tuple[list[int], list[int]]],
+    pad_id: int,
+    bucket: int = 32,
 ) -> torch.Tensor:
     """Logits predicting each action token (row i: the logits at position p − 1 for the i-th
-    action position p), for right-padded sequences, in one forward.
+    action position p), in sequence order, for right-padded sequences.
 
-    Gradients flow when the caller has them enabled (the student's training forward uses this).
+    Sequences are run in buckets of `bucket` sequences of similar length (sorted by length),
+    so that a few long multi-turn sequences do not pad every row of the batch. Gradients flow
+    when the caller has them enabled (the student's training forward uses this).
     """
     device = next(model.parameters()).device
-    width = max(len(s) for s, _ in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    rows_b, rows_t = [], []
-    for b, (seq, positions) in enumerate(sequences):
-        ids[b, : len(seq)] = torch.as_tensor(seq)
-        mask[b, : len(seq)] = 1
-        rows_b.extend([b] * len(positions))
-        rows_t.extend(p - 1 for p in positions)
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-    return logits[torch.as_tensor(rows_b, device=device), torch.as_tensor(rows_t, device=device)]
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
+    pieces: dict[int, torch.Tensor] = {}
+    for start in range(0, len(order), bucket):
+        members = order[start : start + bucket]
+        width = max(len(sequences[i][0]) for i in members)
+        ids = torch.full((len(members), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(members), width), dtype=torch.long)
+        rows_b, rows_t = [], []
+        for b, i in enumerate(members):
+            seq, positions = sequences[i]
+            ids[b, : len(seq)] = torch.as_tensor(seq)
+            mask[b, : len(seq)] = 1
+            rows_b.extend([b] * len(positions))
+            rows_t.extend(p - 1 for p in positions)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+        picked = logits[torch.as_tensor(rows_b, device=device), torch.as_tensor(rows_t, device=device)]
+        offset = 0
+        for i in members:
+            n = len(sequences[i][1])
+            pieces[i] = picked[offset : offset + n]
+            offset += n
+    return torch.cat([pieces[i] for i in range(len(sequences))], dim=0)
 
 
 def sampled_token_ids(trajectories: Sequence[Trajectory]) -> torch.Tensor:

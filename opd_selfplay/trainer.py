@@ -326,7 +326,9 @@ class Trainer:
         o = self.config.objective
         temperature = self.config.rollout.temperature or 1.0
         seqs = [(list(t.token_ids), [i for i, m in enumerate(t.action_mask) if m]) for t in trajs]
-        rows = action_rows(self.train_model, seqs, self.policy.pad_token_id).float()
+        # One forward under DDP (its reducer expects one forward per backward); buckets otherwise.
+        bucket = len(seqs) if self.world > 1 else 32
+        rows = action_rows(self.train_model, seqs, self.policy.pad_token_id, bucket).float()
         ids = sampled_token_ids(trajs).to(rows.device)
         counts = [t.num_action_tokens for t in trajs]
         ones = torch.ones((1, rows.shape[0]), device=rows.device)

@@ -347,6 +347,8 @@ class _Remote:
                 raise CandidateError("the program answered with a malformed value") from None
         message = str(reply.get("error", "unknown error"))[:400]
         kind = reply.get("type")
+        if type(kind) is str and (message == kind or message.startswith(kind + ": ")):
+            message = message[len(kind) + 2 :]  # `describe` put the type name first
         builtin = getattr(__import__("builtins"), kind, None) if type(kind) is str else None
         # The candidate's exception is re-raised as the same builtin type, so tests that expect
         # a ValueError work. Never StopIteration: raised inside `map(candidate, ...)` it would

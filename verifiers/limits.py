@@ -59,6 +59,8 @@ _HEADER = struct.Struct("!Q")
 _MAX_MESSAGE = 1 << 31
 _BOOT = (
     "import sys\n"
+    # Not the working directory: a local file named like a module must not shadow it.
+    "sys.path[:] = [p for p in sys.path if p not in ('', '.')]\n"
     "from opd_selfplay.verifiers.limits import _worker_main\n"
     "_worker_main(int(sys.argv[1]), int(sys.argv[2]))\n"
 )
@@ -465,7 +467,7 @@ class LimitedPool:
         """A forked child inherits the parent's workers; they are not its own to use."""
         self._lock = threading.Lock()
         self._available = threading.Condition(self._lock)
-        for worker in self._idle:
+        for worker in (*self._idle, *self._busy):
             for fd in (worker.to_child, worker.from_child):
                 with contextlib.suppress(OSError):
                     os.close(fd)

@@ -22,6 +22,7 @@ and complex-number semantics of `i`. How equivalence is decided is documented in
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -30,7 +31,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from . import limits
-from .math_answer import Node, compact, normalize, parse_answer, show
+from .math_answer import compact, normalize, parse_answer
 from .math_compare import Comparer, NeedsSympy, Settings, compare_job
 from .math_extract import SOURCES, Candidate, extract_candidates
 from .verdict import Verdict
@@ -47,9 +48,28 @@ def clear_caches() -> None:
     _cache_epoch += 1
 
 
+# One of each shape the LaTeX grammar predicts differently: its parser builds its prediction
+# tables lazily, per process, and the first parse of each shape costs up to a second.
+_WARM_UP = (
+    ("\\sqrt{2}", "\\frac{2}{\\sqrt{2}}"),
+    ("(x+1)^{2}", "x^2+2x+1"),
+    ("\\sin^2(y)+\\cos(x)", "\\tan^2(y)+1"),
+    (
+        "\\begin{pmatrix}1 & 2 \\\\ 3 & 4\\end{pmatrix}",
+        "\\begin{pmatrix}1 & 2 \\\\ 3 & 5\\end{pmatrix}",
+    ),
+    ("f(x_{1})", "f(y)"),
+    ("\\text{E}", "e"),
+    ("2 \\le |z| \\le 3", "[2, 3]"),
+)
+
+
 def _warm_worker(_: object = None) -> bool:
-    """Run once in a new worker so that the first real comparison is not slowed by imports."""
-    compare_job((("\\sqrt{2}",), ("\\frac{2}{\\sqrt{2}}",), (6, True, False), _cache_epoch))
+    """Run in a new worker so that the first real comparisons are not slowed by lazy set-up
+    (imports, the parser's prediction tables); leaves its conversion cache empty."""
+    for answer, reference in _WARM_UP:
+        compare_job(((answer,), (reference,), (6, True, False), -1))
+    compare_job(((), (), (6, True, False), _cache_epoch))  # empties the cache
     return True
 
 
@@ -120,11 +140,17 @@ class MathVerifier:
         self.reference_cache_size = reference_cache_size
         self._references: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self._epoch = _cache_epoch
+        self._lock = threading.Lock()  # verify() may be called from several threads
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
         state["_references"] = OrderedDict()
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     # -- public API -----------------------------------------------------------------------
 
@@ -232,13 +258,14 @@ class MathVerifier:
         ):
             raise TypeError(f"reference must be text or a number, got {type(reference).__name__}")
         text = str(reference)
-        if self._epoch != _cache_epoch:
-            self._references.clear()
-            self._epoch = _cache_epoch
-        cached = self._references.get(text)
-        if cached is not None:
-            self._references.move_to_end(text)
-            return cached
+        with self._lock:
+            if self._epoch != _cache_epoch:
+                self._references.clear()
+                self._epoch = _cache_epoch
+            cached = self._references.get(text)
+            if cached is not None:
+                self._references.move_to_end(text)
+                return cached
         found = tuple(
             dict.fromkeys(
                 n for n in (normalize(c.text, c.plain) for c in extract_candidates(text)) if n
@@ -249,9 +276,10 @@ class MathVerifier:
                 f"reference {_shorten(text)!r} contains no answer; pass the final "
                 f"answer, e.g. '42' or '\\frac{{1}}{{3}}'"
             )
-        self._references[text] = found
-        if len(self._references) > self.reference_cache_size:
-            self._references.popitem(last=False)
+        with self._lock:
+            self._references[text] = found
+            while len(self._references) > self.reference_cache_size:
+                self._references.popitem(last=False)
         return found
 
     def _prepare(self, response: str, reference: object) -> _Prepared:
@@ -357,11 +385,8 @@ class MathVerifier:
 
 
 def _display(normalized: str) -> str:
-    try:
-        node: Node = parse_answer(normalized)
-        return show(node)
-    except RecursionError:
-        return normalized
+    """The answer as shown in feedback: its normalised spelling, shortened."""
+    return _shorten(normalized)
 
 
 def _timed(verdict: Verdict, started: float) -> Verdict:

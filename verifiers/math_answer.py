@@ -142,6 +142,7 @@ _ARRAY = re.compile(r"\\begin\{array\}\s*\{[^{}]*\}|\\begin\{smallmatrix\}")
 _ARRAY_END = re.compile(r"\\end\{(?:array|smallmatrix)\}")
 _AND_OR = re.compile(r"(\\text\{[^{}]*\})|(?<![A-Za-z\\])(?: ?,)? ?(?:and|or)(?![a-z]) ?")
 _WS = re.compile(r"\s+")
+_PLAIN_TEXT = re.compile(r"[-+\d.,/: ]{1,200}%?")
 _THOUSANDS_LATEX = re.compile(r"-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")
 _THOUSANDS_PLAIN = re.compile(r"-?[1-9]\d{0,2}(?:[ ,]\d{3})+(?:\.\d+)?")
 _DECIMAL_COMMA = re.compile(r"-?\d+,\d+")
@@ -157,6 +158,9 @@ def normalize(text: str, plain: bool = False) -> str:
     Returns:
         The normalised string ("" when nothing is left).
     """
+    plain = plain and not any(c in text for c in "{}\\")  # braces or commands: LaTeX
+    if _PLAIN_TEXT.fullmatch(text):  # digits and punctuation only: most answers, no LaTeX
+        return _number_spelling(_WS.sub(" ", text).rstrip(" .,;:").lstrip(" ,;:="), plain)
     # Whitespace first: every pattern below then meets single spaces, so none can backtrack
     # over a long run of them.
     s = _WS.sub(" ", text.translate(_UNICODE))
@@ -186,6 +190,11 @@ def normalize(text: str, plain: bool = False) -> str:
     s = s.rstrip(" .,;:").lstrip(" ,;:=")
     s = _strip_outer_braces(s)
     s = _TRAILING_UNIT.sub("", s)
+    return _number_spelling(s, plain)
+
+
+def _number_spelling(s: str, plain: bool) -> str:
+    """Thousands separators dropped, a decimal comma made a point (prose only)."""
     core, pct = (s[:-1].rstrip(), "%") if s.endswith("%") else (s, "")
     if plain and (_THOUSANDS_PLAIN.fullmatch(core)):
         core = core.replace(",", "").replace(" ", "")
@@ -319,6 +328,8 @@ def parse_answer(text: str) -> Node:
 
 def _split_top(s: str, seps: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """Split at separators outside brackets and environments: (parts, separators)."""
+    if not any(sep in s for sep in seps):
+        return [s], []
     parts: list[str] = []
     found: list[str] = []
     depth = 0

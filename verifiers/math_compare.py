@@ -160,9 +160,9 @@ class Comparer:
 
         if isinstance(gold, Leaf) and isinstance(pred, Leaf):
             return self.leaf_equal(gold, pred)
-        gold_key, pred_key = _text_key(gold), _text_key(pred)
         if isinstance(gold, Words) or isinstance(pred, Words):
-            return gold_key is not None and gold_key == pred_key
+            gold_key = _text_key(gold)
+            return gold_key is not None and gold_key == _text_key(pred)
         if isinstance(gold, Relation) and isinstance(pred, Relation):
             return self._relations_equal(gold, pred)
         if (_is_inequality(gold) and _is_set(pred)) or (
@@ -184,7 +184,11 @@ class Comparer:
             return len(gold.parts) == len(pred.parts) and self._match_all(
                 list(gold.parts), list(pred.parts)
             )
-        if _is_open_pair(gold, pred) or _is_open_pair(pred, gold):
+        if (isinstance(gold, Interval) and isinstance(pred, Group)) or (
+            isinstance(pred, Interval) and isinstance(gold, Group) and gold.kind == "tuple"
+        ):
+            if not _is_open_pair(gold, pred) and not _is_open_pair(pred, gold):
+                return False  # "[0, 1)" is not the pair or open interval "(0, 1)"
             g_ends, p_ends = _ends(gold), _ends(pred)
             return self.equal(g_ends[0], p_ends[0]) and self.equal(g_ends[1], p_ends[1])
         if (

@@ -260,6 +260,31 @@ def test_the_command_line_prints_the_verdict() -> None:
     assert bad.returncode == 2 and "exactly one of" in bad.stderr
 
 
+HOSTILE = {
+    "200 MB of output": "import sys\ndef add(a, b):\n    for _ in range(200):\n"
+    "        sys.stdout.write('x' * (1 << 20))\n    return a + b\n",
+    "4 GB under 512 MB": "def add(a, b):\n    x = bytearray(4 << 30)\n    return a + b\n",
+    "fork storm": "import os\ndef add(a, b):\n    while True:\n        try:\n"
+    "            os.fork()\n        except OSError:\n            pass\n",
+    "killing its parents": "import os, signal\ndef add(a, b):\n"
+    "    os.kill(os.getppid(), signal.SIGKILL)\n    os.killpg(0, signal.SIGKILL)\n",
+}
+
+
+@pytest.mark.parametrize("kind", list(REFERENCES))
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_programs_score_zero_and_leave_nothing(isolated, kind, case, host_ok) -> None:
+    program = HOSTILE[case]
+    if kind == "stdio":
+        program = program.replace("def add(a, b):", "if True:").replace("return a + b", "print(3)")
+    verifier = CodeVerifier(time_limit_s=1.0, memory_limit_mb=512)
+    started = time.monotonic()
+    verdict = verifier.verify(program, REFERENCES[kind])
+    assert time.monotonic() - started < 1.0 + 1.0
+    assert verdict.score == 0.0, verdict.feedback
+    host_ok(verdict.details["run_id"])
+
+
 # -- reward hacking earns nothing ------------------------------------------------------------
 
 

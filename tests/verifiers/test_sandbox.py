@@ -8,6 +8,7 @@ in the weaker rlimit-only mode.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import socket
@@ -67,7 +68,7 @@ def test_the_environment_is_scrubbed(mode: str, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("OPD_TEST_SECRET", "hunter2-env")
     result = _box(mode).run("import os\nprint(sorted(os.environ))\nprint(dict(os.environ))")
     assert "hunter2-env" not in result.stdout
-    names = eval(result.stdout.splitlines()[0])  # our own output: a list of names
+    names = ast.literal_eval(result.stdout.splitlines()[0])
     assert set(names) <= {"PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "PWD", "OPD_SANDBOX_RUN"}
 
 
@@ -323,8 +324,14 @@ def test_the_program_runs_without_privileges(isolated: str) -> None:
         "status = open('/proc/self/status').read()\n"
         "print(os.getuid() != 0, [l for l in status.splitlines() if l.startswith('CapEff')])\n"
         "print([l for l in status.splitlines() if l.startswith('NoNewPrivs')])\n"
+        "try:\n"
+        "    open('/dev/tty', 'w')\n"  # a controlling terminal would allow TIOCSTI injection
+        "    print('has a terminal')\n"
+        "except OSError:\n"
+        "    print('no terminal')\n"
     )
     result = _box(isolated).run(program)
     lines = result.stdout.splitlines()
     assert lines[0].startswith("True") and "0000000000000000" in lines[0]
     assert "1" in lines[1]
+    assert lines[2] == "no terminal"
