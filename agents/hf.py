@@ -84,7 +84,8 @@ class HFPolicy:
         pad = tokenizer.pad_token_id
         self.pad_token_id = int(pad if pad is not None else min(self.eos_token_ids or {0}))
         # transformers 5 renamed the forward's `past_key_values` to `cache`.
-        params = inspect.signature(model.forward).parameters
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+        params = inspect.signature(base.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
     # -- construction -------------------------------------------------------------------

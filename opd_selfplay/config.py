@@ -41,6 +41,9 @@ class RolloutSection:
     """Sampling temperature during training."""
     top_p: float = 1.0
     """Nucleus mass during training."""
+    sample_from: str = "student"
+    """student (on-policy) | teacher (off-policy distillation: train on the teacher's own
+    samples, the survey's baseline for on- vs off-policy at equal compute)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class ObjectiveSection:
     """Weight of the outcome (verifier reward) term (outcome, hybrid)."""
     clip_eps: float = 0.2
     """Importance-ratio clipping for policy-gradient terms."""
+    ref_kl: float = 0.0
+    """Coefficient of KL(student ‖ initial student) on action tokens (0 = off)."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,10 @@ class TrainConfig:
     """float32 | bfloat16."""
     threads: int = 0
     """torch CPU threads (0 = leave torch's default)."""
+    lora_rank: int = 0
+    """LoRA rank through PEFT (0 = train all weights)."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator."""
     max_wall_s: float = 0.0
     """Stop distillation after this many seconds (0 = no limit); the steps reached are
     reported."""
@@ -209,6 +218,16 @@ class TrainConfig:
                 f"objective.kind={self.objective.kind} needs a teacher; set teacher.kind to one of "
                 f"{', '.join(k for k in TEACHER_KINDS if k != 'none')} or objective.kind=outcome"
             )
+        _check_choice("rollout.sample_from", self.rollout.sample_from, ("student", "teacher"))
+        if self.rollout.sample_from == "teacher" and (
+            self.objective.kind != "token" or self.teacher.kind in ("grey_box", "none")
+        ):
+            raise InputError(
+                "rollout.sample_from=teacher (off-policy distillation) needs objective.kind=token "
+                "and a local teacher (white_box, snapshot, ema, privileged_self)"
+            )
+        if self.lora_rank < 0:
+            raise InputError(f"config field lora_rank must be >= 0, got {self.lora_rank}")
         if not 0 < self.objective.beta < 1 and self.objective.divergence == "jsd":
             raise InputError(
                 f"config field objective.beta must lie in (0, 1), got {self.objective.beta}"

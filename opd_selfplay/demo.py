@@ -35,7 +35,9 @@ from opd_selfplay.config import (
 )
 
 
-def demo_config(out: str | Path, seed: int = 0, minutes: float = 9.0, steps: int = 300) -> TrainConfig:
+def demo_config(
+    out: str | Path, seed: int = 0, minutes: float = 9.0, steps: int = 300
+) -> TrainConfig:
     """The demo's configuration.
 
     Args:
@@ -60,7 +62,12 @@ def demo_config(out: str | Path, seed: int = 0, minutes: float = 9.0, steps: int
         objective=ObjectiveSection(kind="token", divergence="forward_kl"),
         optim=OptimSection(lr=1e-3, schedule="constant", micro_batch=64),
         warmstart=WarmStartSection(
-            steps=300, batch=128, lr=1e-3, hinted_fraction=0.3, retry_fraction=0.5, target_success=0.25
+            steps=300,
+            batch=128,
+            lr=1e-3,
+            hinted_fraction=0.3,
+            retry_fraction=0.5,
+            target_success=0.25,
         ),
         eval=EvalSection(every=50, episodes=200),
     )

@@ -51,8 +51,12 @@ How it is computed, and the peers' bugs it avoids:
   the family whose endpoints are the two KLs is `jsd_normalized`, continuous on [0, 1]. A peer
   that returns the full forward KL at β = 0 but the unnormalised JSD at β = 0.01 makes the loss
   shrink by ~100× between two neighbouring settings.
-- Masks are honoured on every path: masked positions are never computed at all (garbage,
-  NaN or −inf rows there are harmless), their value is exactly 0 and so is their gradient.
+- Masks are honoured on every path, the chunked and fused one included: masked positions are
+  never computed at all (garbage, NaN or −inf rows there are harmless), their value is
+  exactly 0 and so is their gradient.
+- Precision: float32 results agree with a float64 reference to ~1e-6 absolute (the rounding
+  of the softmax normaliser, ~ulp(log V), shifts every log-prob of a row alike), i.e. better
+  than 1e-5 relative for divergences above ~0.1 (tested up to V = 50,000).
 - No NaN when probabilities underflow (−inf logits, one-hot teachers): log-probs are floored
   at `LOG_FLOOR` (−1e6), so 0 · log 0 terms are 0 · finite = 0. A divergence that is truly
   infinite (the teacher puts mass where the student has a −inf logit) comes out large

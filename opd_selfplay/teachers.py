@@ -121,8 +121,12 @@ def action_rows(
             mask[b, : len(seq)] = 1
             rows_b.extend([b] * len(positions))
             rows_t.extend(p - 1 for p in positions)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-        picked = logits[torch.as_tensor(rows_b, device=device), torch.as_tensor(rows_t, device=device)]
+        logits = model(
+            input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False
+        ).logits
+        picked = logits[
+            torch.as_tensor(rows_b, device=device), torch.as_tensor(rows_t, device=device)
+        ]
         offset = 0
         for i in members:
             n = len(sequences[i][1])

@@ -18,8 +18,12 @@ Resuming (`resume=True`) restores model, optimizer, scheduler, teacher, RNG stat
 step; task seeds and sampling seeds are functions of (seed, step), so a resumed run takes the
 same steps as an uninterrupted one.
 
-Not covered here: LoRA (PEFT) and a KL term to a reference model; vLLM weight sync after each
-step (the `VLLMPolicy.load_weights` hook exists, the loop uses in-process HF sampling).
+Options: LoRA through PEFT (`lora_rank`), a KL term to the initial student
+(`objective.ref_kl`), off-policy distillation on the teacher's samples
+(`rollout.sample_from=teacher`).
+
+Not covered here: vLLM as the training-time sampler with weight sync after each step (the
+`VLLMPolicy.load_weights` hook exists; the loop samples in-process with HF).
 """
 
 from __future__ import annotations
@@ -96,6 +100,8 @@ class Trainer:
             raise ValueError(
                 f"model {config.model!r}: training needs a local model (tiny or a folder)"
             )
+        if config.lora_rank:
+            self.policy.model = _with_lora(self.policy.model, config.lora_rank, config.lora_alpha)
         self.model = self.policy.model
         r = config.rollout
         self.engine = RolloutEngine(
@@ -114,9 +120,12 @@ class Trainer:
         self.warm_steps = 0
         self.before: dict[str, float] = {}
         self.teacher: ModelTeacher | ServerTeacher | None = None
+        self.reference: ModelTeacher | None = None
         self.train_model: torch.nn.Module = self.model
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=config.optim.lr,
+            weight_decay=config.optim.weight_decay,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.resumed = False
@@ -160,6 +169,23 @@ class Trainer:
             )  # type: ignore[attr-defined]
         return ServerTeacher(teacher_policy, self.engine, t.top_k, t.privileged)
 
+    def _build_reference(self) -> ModelTeacher | None:
+        """A frozen copy of the student at the start of distillation, for `objective.ref_kl`."""
+        if not self.config.objective.ref_kl:
+            return None
+        return ModelTeacher(self.model, self.engine, "snapshot", refresh_every=0)
+
+    def _sampler(self) -> RolloutEngine:
+        """The engine that plays the step's episodes: the student's (on-policy), or the
+        teacher's for off-policy distillation."""
+        if self.config.rollout.sample_from == "student":
+            return self.engine
+        from opd_selfplay.agents.hf import HFPolicy
+
+        assert isinstance(self.teacher, ModelTeacher)
+        policy = HFPolicy(self.teacher.model, self.policy.tokenizer)
+        return RolloutEngine(policy, self.engine.config)
+
     def _task_seeds(self, step: int) -> list[int]:
         """This rank's task seeds for `step` (a function of seed and step only)."""
         n = self.config.tasks_per_step
@@ -194,6 +220,7 @@ class Trainer:
             if cfg.warmstart.steps:
                 self._warm_start(deadline)
             self.teacher = self._build_teacher()
+            self.reference = self._build_reference()
             self.before = self.evaluate(0, "eval")
             self.save()
         if self.world > 1 and not isinstance(
@@ -237,7 +264,12 @@ class Trainer:
             (self.dir / "summary.json").write_text(json.dumps(summary, indent=2))
             self.log.plot()
             # The trained student as a Hugging Face folder: `opd eval --model RUN/model`.
-            self.model.save_pretrained(self.dir / "model")
+            export = self.model
+            if hasattr(export, "merge_and_unload"):  # LoRA: save the merged weights
+                import copy
+
+                export = copy.deepcopy(export).merge_and_unload()
+            export.save_pretrained(self.dir / "model")
             self.policy.tokenizer.save_pretrained(self.dir / "model")
         self.log.close()
         return summary
@@ -268,8 +300,10 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         """One optimizer step: rollout, teacher, objective, update, teacher follows."""
         cfg = self.config
-        engine = self.engine
-        engine.config = replace(engine.config, seed=cfg.seed * 7919 + self.step * 131 + self.rank)
+        self.engine.config = replace(
+            self.engine.config, seed=cfg.seed * 7919 + self.step * 131 + self.rank
+        )
+        engine = self._sampler()
         self.model.eval()
         trajs = engine.run(cfg.env, self._task_seeds(self.step), cfg.group_size, cfg.env_kwargs)
         n_local = sum(t.num_action_tokens for t in trajs)
@@ -386,6 +420,18 @@ class Trainer:
             )
             loss = loss + o.outcome_weight * out
             diag.update({f"pg/{k}": v for k, v in d.items()})
+        if self.reference is not None:
+            ref = self.reference.score(trajs)
+            rkl, _ = token_level_loss(
+                rows[None],
+                ref.logits_NV[None].to(rows.device),
+                ones,
+                n_global,
+                divergence="reverse_kl",
+                temperature=temperature,
+            )
+            loss = loss + o.ref_kl * rkl
+            diag["ref_kl"] = rkl.detach() * n_global / max(sum(counts), 1)
         diag["loss"] = loss.detach() * n_global / max(sum(counts), 1)
         return loss, diag
 
@@ -400,6 +446,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "teacher": self.teacher.state_dict() if self.teacher is not None else {},
+            "reference": self.reference.state_dict() if self.reference is not None else {},
             "before": self.before,
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
             "config": self.config.to_dict(),
@@ -419,6 +466,9 @@ class Trainer:
         self.teacher = self._build_teacher()
         if self.teacher is not None:
             self.teacher.load_state_dict(state["teacher"])
+        self.reference = self._build_reference()
+        if self.reference is not None:
+            self.reference.load_state_dict(state["reference"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -427,6 +477,22 @@ class Trainer:
         self.warm_steps = int(state["warm_steps"])
         self.before = dict(state["before"])
         self.resumed = True
+
+
+def _with_lora(model: torch.nn.Module, rank: int, alpha: float) -> torch.nn.Module:
+    """Wrap the model with LoRA adapters on every attention and MLP projection (PEFT)."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        from opd_selfplay.errors import InputError
+
+        raise InputError("lora_rank > 0 needs PEFT: pip install 'opd-selfplay[train]'") from None
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, target_modules=[t for t in targets if t in present]
+    )
+    return get_peft_model(model, config)
 
 
 def _action_logprobs(traj: Trajectory) -> list[float]:

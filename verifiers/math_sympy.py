@@ -236,6 +236,8 @@ def _sympify(text: str, side: str) -> Any:
             else sympy.Float(str(Decimal(value.numerator) / Decimal(value.denominator)), 30)
         )
     else:
+        value = read_simple(text)
+    if value is None:
         try:
             value = latex2sympy(text, normalization_config=None, is_real=True)
         except Exception:
@@ -439,7 +441,7 @@ def sets_equal(cmp: Comparer, gold: Node, pred: Node) -> bool:
 
 
 def compare_job(
-    job: tuple[tuple[str, ...], tuple[str, ...], tuple[int, bool, bool]],
+    job: tuple[tuple[str, ...], tuple[str, ...], tuple[int, bool, bool], int],
 ) -> tuple[str, int, int, str]:
     """Compare answer candidates with reference candidates, with sympy (runs in a worker).
 

@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--minutes", type=float, default=8.5, help="time budget for training (default 8.5)")
+    p.add_argument(
+        "--minutes", type=float, default=8.5, help="time budget for training (default 8.5)"
+    )
     p.add_argument("--steps", type=int, default=300, help="most distillation steps (default 300)")
     p.set_defaults(func=run)
 
@@ -36,8 +38,15 @@ def run(args: argparse.Namespace) -> int:
     from opd_selfplay.trainer import Trainer
 
     config = demo_config(out, seed=args.seed, minutes=args.minutes, steps=args.steps)
-    print(f"opd demo: seed {args.seed}, writing to {out}/ (about {args.minutes:.0f} minutes)", file=sys.stderr)
+    print(
+        f"opd demo: seed {args.seed}, writing to {out}/ (about {args.minutes:.0f} minutes)",
+        file=sys.stderr,
+    )
     summary = Trainer(config, out).run()
     print(format_table(summary))
-    print(json.dumps({"before": summary["before"], "after": summary["after"], "steps": summary["steps"]}))
+    print(
+        json.dumps(
+            {"before": summary["before"], "after": summary["after"], "steps": summary["steps"]}
+        )
+    )
     return 0

@@ -18,11 +18,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(e.g. teacher.kind=snapshot steps=50). Writes config.json, metrics.jsonl, "
         "checkpoints/, samples/, plots.png and summary.json into the run folder.",
     )
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys)")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys)"
+    )
     p.add_argument("--config", default=None, help="TOML or YAML config file")
     p.add_argument("--preset", default=None, help="opsd, gkd, tinker, grpo, hybrid, snapshot")
     p.add_argument("--out", default=None, help="run folder (default: config 'out')")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue a run from its latest checkpoint",
+    )
     p.add_argument("--help-config", action="store_true", help="list every config field and exit")
     p.set_defaults(func=run)
 

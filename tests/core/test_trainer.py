@@ -140,3 +140,33 @@ def test_config_file_and_presets(tmp_path):
     (tmp_path / "bad.toml").write_text("steps = \n")
     with pytest.raises(InputError, match="bad.toml: cannot parse"):
         load_config(tmp_path / "bad.toml")
+
+
+def test_lora_with_reference_kl_trains_only_the_adapters(tmp_path):
+    cfg = load_config(overrides={**TINY, "steps": "2", "lora_rank": "4", "objective.ref_kl": "0.1"})
+    trainer = Trainer(cfg, tmp_path)
+    base = {k: v.clone() for k, v in trainer.model.named_parameters() if "lora_" not in k}
+    summary = trainer.run()
+    assert summary["steps"] == 2
+    after = dict(trainer.model.named_parameters())
+    assert all(torch.equal(base[k], after[k]) for k in base)  # frozen base weights
+    lora = [v for k, v in after.items() if "lora_B" in k]
+    assert lora and any(v.abs().sum() > 0 for v in lora)  # adapters moved (B starts at 0)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["ref_kl"] >= 0 for r in rows if r["phase"] == "train")
+    assert (tmp_path / "model" / "model.safetensors").is_file()  # merged export
+
+
+def test_off_policy_distillation_samples_from_the_teacher(tmp_path):
+    cfg = load_config(
+        overrides={**TINY, "steps": "1", "rollout.sample_from": "teacher", "teacher.kind": "snapshot",
+                   "teacher.privileged": "false"}
+    )
+    trainer = Trainer(cfg, tmp_path)
+    trainer.teacher = trainer._build_teacher()
+    sampler = trainer._sampler()
+    assert sampler.policy.model is trainer.teacher.model and sampler.policy.model is not trainer.model
+    metrics = trainer.train_step()
+    assert metrics["kl"] < 1e-5  # the snapshot equals the student before the first update
+    with pytest.raises(InputError, match="needs objective.kind=token"):
+        load_config(overrides={"rollout.sample_from": "teacher", "objective.kind": "outcome", "teacher.kind": "none"})
