@@ -1,7 +1,8 @@
 """Turn a MODEL string from the command line or a config into a policy.
 
 `MODEL` is one of:
-- `tiny`: the built-in offline model (built once, cached; see `agents.tiny`);
+- `tiny`: the built-in offline model (built once, cached; see `agents.tiny`), or
+  `tiny:KEY=VALUE,...` with fields of `TinyModelSpec` (e.g. `tiny:seed=1,hidden_size=256`);
 - a local Hugging Face model folder (with `config.json`);
 - `http(s)://host:port[/v1]`: an OpenAI-compatible server (`opd serve`, vLLM, SGLang…);
 - `vllm:PATH`: in-process vLLM on a GPU (optional extra);
@@ -35,11 +36,12 @@ def load_policy(
     Raises:
         InputError: when `model` is none of the accepted forms or the folder is not a model.
     """
-    if model == "tiny":
+    if model == "tiny" or model.startswith("tiny:"):
         from opd_selfplay.agents.hf import HFPolicy
         from opd_selfplay.agents.tiny import ensure_tiny_model
 
-        return HFPolicy.from_pretrained(ensure_tiny_model(), device=device, dtype=dtype)
+        spec = tiny_spec(model)
+        return HFPolicy.from_pretrained(ensure_tiny_model(spec), device=device, dtype=dtype)
     if model.startswith(("http://", "https://")):
         from opd_selfplay.agents.remote import OpenAIPolicy
 
@@ -72,3 +74,23 @@ def load_policy(
         f"--model {model}: no such folder; pass 'tiny', a Hugging Face model folder, "
         "an http(s) URL of an OpenAI-compatible server, or vllm:PATH"
     )
+
+
+def tiny_spec(model: str):  # -> TinyModelSpec
+    """The `TinyModelSpec` of a `tiny` or `tiny:KEY=VALUE,...` MODEL string."""
+    import dataclasses
+
+    from opd_selfplay.agents.tiny import TinyModelSpec
+
+    if model == "tiny":
+        return TinyModelSpec()
+    fields = {f.name for f in dataclasses.fields(TinyModelSpec)}
+    values: dict[str, int] = {}
+    for part in model[len("tiny:") :].split(","):
+        key, sep, value = part.partition("=")
+        if not sep or key not in fields or not value.lstrip("-").isdigit():
+            raise InputError(
+                f"--model {model}: expected tiny:KEY=INT,... with KEY one of {', '.join(sorted(fields))}"
+            )
+        values[key] = int(value)
+    return TinyModelSpec(**values)

@@ -42,13 +42,13 @@ def demo_config(
 
     Args:
         out: run folder.
-        seed: seed of everything (model init is fixed; tasks and sampling follow the seed).
+        seed: seed of everything: the tiny model's initialisation, tasks, sampling.
         minutes: wall-clock budget for warm start + distillation (evaluations come on top,
             about 10–20 s each).
         steps: distillation steps (upper bound; the deadline may stop earlier).
     """
     return TrainConfig(
-        model="tiny",
+        model="tiny" if seed == 0 else f"tiny:seed={seed}",  # the seed also sets the init
         env="opd/Arithmetic-v0",
         steps=steps,
         tasks_per_step=64,

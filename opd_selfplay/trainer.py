@@ -42,7 +42,12 @@ from opd_selfplay import checkpoint as ckpt
 from opd_selfplay.advantages import group_advantages
 from opd_selfplay.config import TrainConfig
 from opd_selfplay.evaluation import EVAL_SEED_BASE, evaluate
-from opd_selfplay.objectives import outcome_loss, sequence_level_loss, token_level_loss
+from opd_selfplay.objectives import (
+    outcome_loss,
+    sequence_level_loss,
+    token_level_loss,
+    token_level_topk_loss,
+)
 from opd_selfplay.rollout import RolloutConfig, RolloutEngine
 from opd_selfplay.runlog import RunLog
 from opd_selfplay.teachers import (
@@ -392,9 +397,20 @@ class Trainer:
         sampler = torch.tensor([x for t in trajs for x in _action_logprobs(t)], device=rows.device)
         lp_BT, mask_BT = _pack(logp, counts)
         old_BT, _ = _pack(sampler, counts)
-        if o.kind == "sequence" or (
-            o.kind == "token" and signal is not None and signal.logits_NV is None
-        ):
+        if o.kind in ("token", "hybrid") and signal is not None and signal.topk_ids_NK is not None:
+            kd, d = token_level_topk_loss(
+                rows[None],
+                signal.topk_logprobs_NK[None].to(rows.device),
+                signal.topk_ids_NK[None].to(rows.device),
+                ones,
+                n_global,
+                divergence=o.divergence,
+                **params,
+            )
+            loss = loss + o.kd_weight * kd
+            diag.update({f"kd/{k}": v for k, v in d.items()})
+            diag["kl"] = (logp.detach() - signal.logprobs_N.to(rows.device)).mean()  # type: ignore[union-attr]
+        if o.kind == "sequence":
             teacher_BT, _ = _pack(signal.logprobs_N.to(rows.device), counts)  # type: ignore[union-attr]
             seq, d = sequence_level_loss(
                 lp_BT,

@@ -451,7 +451,10 @@ class LimitedPool:
             self._idle = []
             self._available.notify_all()
         for worker in idle:
-            worker.close()
+            if worker.poll_ready():
+                worker.close()  # exits as soon as its input pipe closes
+            else:
+                worker.kill()  # still importing its modules: do not wait for it
         for worker in busy:
             worker.kill()
 

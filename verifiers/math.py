@@ -7,10 +7,11 @@ The pipeline, cheapest first:
 2. normalise them and read their structure (`math_answer`);
 3. **fast path**, in the caller's process and without sympy: identical text, or plain numbers
    (integers, decimals, fractions, percentages) in any structure (lists, tuples, intervals,
-   `x = 3`). A trivial arithmetic answer costs microseconds;
-4. otherwise the comparison runs with sympy (`math_compare`) in a worker process under a
-   wall-time and memory limit (`limits`), so `9^{9^{9^9}}`, 200 nested brackets or a
-   200 kB response return a zero-score verdict within `time_limit_s`, from any thread.
+   `x = 3`). A trivial arithmetic answer costs some tens of microseconds;
+4. otherwise the comparison runs with sympy (`math_compare`, `math_sympy`) in a worker
+   process under a wall-time and memory limit (`limits`), so `9^{9^{9^9}}`, 200 nested
+   brackets or a 200 kB response return a zero-score verdict within `time_limit_s`, from
+   any thread.
 
 The score is 1 or 0. `feedback` says what was read and why it does or does not match; it
 names the reference only with `reveal_reference=True` (see `Verdict.feedback`).

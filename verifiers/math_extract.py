@@ -77,42 +77,12 @@ _JOINER = re.compile(r"\s*(?:,|and|or|&)?\s*(?:,|and|or)?\s*$")
 _PROSE_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}")
 _TEXT_GROUP = re.compile(r"\\(?:text\w*|mbox|math\w+|operatorname)\s*\{[^{}]*\}")
 _ONE_WORD = re.compile(r"\s*[A-Za-z]{1,24}\s*")
+# Words that may appear in a bare formula (everything else of two letters or more is prose).
 _MATH_WORDS = frozenset(
-    {
-        "sqrt",
-        "frac",
-        "infty",
-        "infinity",
-        "inf",
-        "undefined",
-        "none",
-        "and",
-        "or",
-        "pi",
-        "sin",
-        "cos",
-        "tan",
-        "cot",
-        "sec",
-        "csc",
-        "log",
-        "ln",
-        "exp",
-        "max",
-        "min",
-        "gcd",
-        "lcm",
-        "mod",
-        "arcsin",
-        "arccos",
-        "arctan",
-        "sinh",
-        "cosh",
-        "tanh",
-        "det",
-        "pct",
-    }
-)
+    {"sqrt", "frac", "infty", "infinity", "inf", "undefined", "none", "and", "or", "pi", "sin",
+     "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "max", "min", "gcd", "lcm", "mod",
+     "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "det", "pct"}
+)  # fmt: skip
 
 
 def extract_candidates(text: str, sources: tuple[str, ...] = SOURCES) -> list[Candidate]:

@@ -103,3 +103,13 @@ def test_load_tokenizer_reports_a_broken_config(tmp_path):
     (tmp_path / "tokenizer_config.json").write_text("{not json")
     with pytest.raises(InputError, match="tokenizer_config.json: not valid JSON"):
         load_tokenizer(tmp_path)
+
+
+def test_tiny_model_strings(opd_cache):
+    from opd_selfplay.agents.loading import tiny_spec
+    from opd_selfplay.errors import InputError
+
+    assert tiny_spec("tiny") == TinyModelSpec()
+    assert tiny_spec("tiny:seed=3,hidden_size=64") == TinyModelSpec(seed=3, hidden_size=64)
+    with pytest.raises(InputError, match="expected tiny:KEY=INT"):
+        tiny_spec("tiny:width=3")
