@@ -106,12 +106,13 @@ def bench_rollout(episodes: int, repeats: int) -> dict:
 
     policy = load_policy("tiny", device="cpu")
     try:
-        import opd_selfplay.envs  # noqa: F401 - registers opd/Arithmetic-v0
         import gymnasium
+
+        import opd_selfplay.envs  # noqa: F401 - registers opd/Arithmetic-v0
 
         gymnasium.spec("opd/Arithmetic-v0")
         env: object = "opd/Arithmetic-v0"
-    except Exception:  # noqa: BLE001 - benchmark still runs before the env package lands
+    except Exception:
         import sys
 
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -126,20 +127,42 @@ def bench_rollout(episodes: int, repeats: int) -> dict:
         dt = time.perf_counter() - t
         steps = sum(len(tr.turns) for tr in trajs)
         tokens = sum(tr.num_action_tokens for tr in trajs)
-        runs.append({"seconds": dt, "episodes_s": len(trajs) / dt, "steps_s": steps / dt, "tokens_s": tokens / dt})
-    return {"suite": "rollout", "env": env if isinstance(env, str) else "toy Countdown", "episodes": episodes, "runs": runs}
+        runs.append(
+            {
+                "seconds": dt,
+                "episodes_s": len(trajs) / dt,
+                "steps_s": steps / dt,
+                "tokens_s": tokens / dt,
+            }
+        )
+    return {
+        "suite": "rollout",
+        "env": env if isinstance(env, str) else "toy Countdown",
+        "episodes": episodes,
+        "runs": runs,
+    }
 
 
 def run(quick: bool = False, repeats: int | None = None) -> list[dict]:
     """All suites; returns the raw records."""
     torch.set_num_threads(2)
     repeats = repeats or (3 if quick else 7)
-    records = [bench_sampling(ensure_tiny_model(), batch=16, new_tokens=32 if quick else 64, repeats=repeats)]
+    records = [
+        bench_sampling(
+            ensure_tiny_model(), batch=16, new_tokens=32 if quick else 64, repeats=repeats
+        )
+    ]
     if not quick:
         with tempfile.TemporaryDirectory() as tmp:
             wide = build_tiny_model(
                 Path(tmp) / "wide",
-                TinyModelSpec(hidden_size=512, num_layers=6, num_heads=8, num_kv_heads=4, intermediate_size=1536),
+                TinyModelSpec(
+                    hidden_size=512,
+                    num_layers=6,
+                    num_heads=8,
+                    num_kv_heads=4,
+                    intermediate_size=1536,
+                ),
             )
             records.append(bench_sampling(wide, batch=16, new_tokens=64, repeats=repeats))
     records.append(bench_rollout(episodes=64, repeats=2 if quick else 3))
@@ -163,7 +186,10 @@ def report(records: list[dict]) -> str:
     for rec in records:
         if rec["suite"] == "rollout":
             runs = rec["runs"]
-            med = {k: statistics.median(r[k] for r in runs) for k in ("episodes_s", "steps_s", "tokens_s")}
+            med = {
+                k: statistics.median(r[k] for r in runs)
+                for k in ("episodes_s", "steps_s", "tokens_s")
+            }
             lines += [
                 "",
                 f"Multi-turn rollout, {rec['episodes']} episodes of {rec['env']}, ≤ 4 turns, tiny model: "
@@ -176,7 +202,9 @@ def report(records: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small settings (about a minute)")
-    parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats per contender")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="interleaved repeats per contender"
+    )
     args = parser.parse_args()
     print(report(run(args.quick, args.repeats)))
 

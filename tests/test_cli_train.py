@@ -10,21 +10,39 @@ import sys
 import pytest
 
 TINY = [
-    "tasks_per_step=4", "group_size=2", "eval.episodes=4", "rollout.max_new_tokens=4",
-    'env_kwargs={"difficulty": 1}', "threads=1",
+    "tasks_per_step=4",
+    "group_size=2",
+    "eval.episodes=4",
+    "rollout.max_new_tokens=4",
+    'env_kwargs={"difficulty": 1}',
+    "threads=1",
 ]
 
 
 def opd(*args: str, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "opd_selfplay", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "opd_selfplay", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.slow
 def test_train_writes_a_run_folder_and_eval_reads_its_model(tmp_path, cli_env):
     run = tmp_path / "run"
-    done = opd("train", *TINY, "steps=3", "warmstart.steps=2", "warmstart.batch=8", "eval.every=2",
-               "--out", str(run), env=cli_env)
+    done = opd(
+        "train",
+        *TINY,
+        "steps=3",
+        "warmstart.steps=2",
+        "warmstart.batch=8",
+        "eval.every=2",
+        "--out",
+        str(run),
+        env=cli_env,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     printed = json.loads(done.stdout.strip().splitlines()[-1])
     assert printed["steps"] == 3
@@ -44,11 +62,25 @@ def test_train_writes_a_run_folder_and_eval_reads_its_model(tmp_path, cli_env):
     assert list((run / "samples").glob("step_*.txt"))
     assert (run / "model" / "config.json").is_file()
 
-    ev = opd("eval", "--env", "opd/Arithmetic-v0", "--model", str(run / "model"), "--episodes", "6",
-             "--pass-k", "2", "--out", str(tmp_path / "e.jsonl"), env=cli_env)
+    ev = opd(
+        "eval",
+        "--env",
+        "opd/Arithmetic-v0",
+        "--model",
+        str(run / "model"),
+        "--episodes",
+        "6",
+        "--pass-k",
+        "2",
+        "--out",
+        str(tmp_path / "e.jsonl"),
+        env=cli_env,
+    )
     assert ev.returncode == 0, ev.stderr[-2000:]
     metrics = json.loads(ev.stdout)
-    assert metrics["episodes"] == 12 and 0 <= metrics["pass@2"] <= 1 and 0 <= metrics["success"] <= 1
+    assert (
+        metrics["episodes"] == 12 and 0 <= metrics["pass@2"] <= 1 and 0 <= metrics["success"] <= 1
+    )
     assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 12
 
 

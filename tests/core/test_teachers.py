@@ -23,7 +23,11 @@ from opd_selfplay.teachers import (
 @pytest.fixture(scope="module")
 def setup(tiny_policy):
     engine = RolloutEngine(tiny_policy, RolloutConfig(max_turns=3, max_new_tokens=6, seed=1))
-    trajs = engine.run(lambda: Scripted(["wrong, again", [{"role": "tool", "content": "7"}]]), seeds=[0, 1], group_size=2)
+    trajs = engine.run(
+        lambda: Scripted(["wrong, again", [{"role": "tool", "content": "7"}]]),
+        seeds=[0, 1],
+        group_size=2,
+    )
     assert all(len(t.turns) == 3 for t in trajs)
     return engine, trajs
 
@@ -39,10 +43,16 @@ def test_live_teacher_equals_the_students_own_distribution(setup):
     teacher = ModelTeacher(engine.policy.model, engine, update="live")
     signal = teacher.score(trajs)
     rows = _student_rows(engine, trajs)
-    assert signal.logits_NV.shape == rows.shape == (sum(t.num_action_tokens for t in trajs), rows.shape[1])
+    assert (
+        signal.logits_NV.shape
+        == rows.shape
+        == (sum(t.num_action_tokens for t in trajs), rows.shape[1])
+    )
     assert torch.allclose(signal.logits_NV, rows, atol=1e-5)
     sampled = torch.tensor([lp for t in trajs for turn in t.turns for lp in turn.action_logprobs])
-    assert torch.allclose(signal.logprobs_N, sampled, atol=1e-4)  # temperature 1: sampling log-probs
+    assert torch.allclose(
+        signal.logprobs_N, sampled, atol=1e-4
+    )  # temperature 1: sampling log-probs
 
 
 def test_privileged_context_changes_scores_not_tokens(setup):
@@ -66,7 +76,7 @@ def test_privileged_context_changes_scores_not_tokens(setup):
 
 
 def test_snapshot_is_frozen_until_refreshed_and_ema_moves_part_way(setup, tiny_path):
-    engine, trajs = setup
+    engine, _ = setup
     student = HFPolicy.from_pretrained(tiny_path, device="cpu").model
     snap = ModelTeacher(student, engine, update="snapshot", refresh_every=2)
     ema = ModelTeacher(student, engine, update="ema", ema_decay=0.75)
@@ -83,7 +93,9 @@ def test_snapshot_is_frozen_until_refreshed_and_ema_moves_part_way(setup, tiny_p
         assert torch.allclose(e, s0 + 0.0025, atol=1e-6)  # 0.75 old + 0.25 new
     assert not any(p.requires_grad for p in snap.model.parameters())
     state = snap.state_dict()
-    fresh = ModelTeacher(HFPolicy.from_pretrained(tiny_path, device="cpu").model, engine, update="snapshot")
+    fresh = ModelTeacher(
+        HFPolicy.from_pretrained(tiny_path, device="cpu").model, engine, update="snapshot"
+    )
     fresh.load_state_dict(state)
     assert all(torch.equal(a, b) for a, b in zip(fresh.model.parameters(), snap.model.parameters()))
 
@@ -94,10 +106,14 @@ def test_white_box_teacher_checks_the_vocabulary(setup):
     with torch.no_grad():
         for p in other.parameters():
             p.mul_(0.5)
-    teacher = ModelTeacher(other, engine, update="fixed", student_vocab=other.get_output_embeddings().weight.shape[0])
+    teacher = ModelTeacher(
+        other, engine, update="fixed", student_vocab=other.get_output_embeddings().weight.shape[0]
+    )
     signal = teacher.score(trajs)
     assert not torch.allclose(signal.logits_NV, _student_rows(engine, trajs))
-    with pytest.raises(ValueError, match=r"teacher vocabulary has \d+ tokens but the student's has 50000"):
+    with pytest.raises(
+        ValueError, match=r"teacher vocabulary has \d+ tokens but the student's has 50000"
+    ):
         ModelTeacher(other, engine, update="fixed", student_vocab=50000)
 
 

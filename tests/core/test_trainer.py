@@ -94,22 +94,51 @@ def test_checkpoints_keep_the_newest(tmp_path):
 def test_two_gloo_processes_match_one_process(tmp_path, cli_env):
     """DDP with 2 CPU processes (rollouts sharded, gradients averaged) gives the same weights
     as one process on the same data (greedy sampling makes the data batch-independent)."""
-    overrides = [f"{k}={v}" for k, v in TINY.items()] + ["steps=2", "rollout.temperature=0", "eval.episodes=2"]
+    overrides = [f"{k}={v}" for k, v in TINY.items()] + [
+        "steps=2",
+        "rollout.temperature=0",
+        "eval.episodes=2",
+    ]
     single = subprocess.run(
         [sys.executable, "-m", "opd_selfplay", "train", *overrides, "--out", str(tmp_path / "one")],
-        capture_output=True, text=True, env=cli_env, timeout=600,
+        capture_output=True,
+        text=True,
+        env=cli_env,
+        timeout=600,
     )
     assert single.returncode == 0, single.stderr[-2000:]
     env = {**cli_env, "OMP_NUM_THREADS": "1"}
     multi = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-         "-m", "opd_selfplay", "train", *overrides, "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "-m",
+            "opd_selfplay",
+            "train",
+            *overrides,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert multi.returncode == 0, multi.stderr[-3000:]
-    one = torch.load(tmp_path / "one" / "checkpoints" / "step_000002.pt", weights_only=False)["model"]
-    two = torch.load(tmp_path / "two" / "checkpoints" / "step_000002.pt", weights_only=False)["model"]
-    start = torch.load(tmp_path / "one" / "checkpoints" / "step_000000.pt", weights_only=False)["model"]
+    one = torch.load(tmp_path / "one" / "checkpoints" / "step_000002.pt", weights_only=False)[
+        "model"
+    ]
+    two = torch.load(tmp_path / "two" / "checkpoints" / "step_000002.pt", weights_only=False)[
+        "model"
+    ]
+    start = torch.load(tmp_path / "one" / "checkpoints" / "step_000000.pt", weights_only=False)[
+        "model"
+    ]
     moved = max((one[k] - start[k]).abs().max().item() for k in one)
     assert moved > 1e-4  # training changed the weights
     assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-5 + 1e-3 * moved
@@ -118,7 +147,10 @@ def test_two_gloo_processes_match_one_process(tmp_path, cli_env):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"teacher.kind": "oracle"}, "teacher.kind='oracle' is not one of: privileged_self, snapshot"),
+        (
+            {"teacher.kind": "oracle"},
+            "teacher.kind='oracle' is not one of: privileged_self, snapshot",
+        ),
         ({"steps": "many"}, "config field steps must be an integer"),
         ({"optim.lrr": "1"}, "unknown config field optim.lrr"),
         ({"objective.kind": "token", "teacher.kind": "none"}, "needs a teacher"),
@@ -159,14 +191,27 @@ def test_lora_with_reference_kl_trains_only_the_adapters(tmp_path):
 
 def test_off_policy_distillation_samples_from_the_teacher(tmp_path):
     cfg = load_config(
-        overrides={**TINY, "steps": "1", "rollout.sample_from": "teacher", "teacher.kind": "snapshot",
-                   "teacher.privileged": "false"}
+        overrides={
+            **TINY,
+            "steps": "1",
+            "rollout.sample_from": "teacher",
+            "teacher.kind": "snapshot",
+            "teacher.privileged": "false",
+        }
     )
     trainer = Trainer(cfg, tmp_path)
     trainer.teacher = trainer._build_teacher()
     sampler = trainer._sampler()
-    assert sampler.policy.model is trainer.teacher.model and sampler.policy.model is not trainer.model
+    assert (
+        sampler.policy.model is trainer.teacher.model and sampler.policy.model is not trainer.model
+    )
     metrics = trainer.train_step()
     assert metrics["kl"] < 1e-5  # the snapshot equals the student before the first update
     with pytest.raises(InputError, match="needs objective.kind=token"):
-        load_config(overrides={"rollout.sample_from": "teacher", "objective.kind": "outcome", "teacher.kind": "none"})
+        load_config(
+            overrides={
+                "rollout.sample_from": "teacher",
+                "objective.kind": "outcome",
+                "teacher.kind": "none",
+            }
+        )
