@@ -4,7 +4,7 @@ Contenders, on identical work (same seeded inputs, generalized JSD with β = 0.5
 over all positions, then backward):
 
 - `ours_unchunked`: `opd_selfplay.divergences.divergence` on the whole (positions × V) block;
-- `ours_chunked`: `opd_selfplay.estimators.chunked_divergence`, blocks of positions;
+- `ours_chunked`: `opd_selfplay.chunking.chunked_divergence`, blocks of positions;
 - `trl_gkd`: TRL's `GKDTrainer.generalized_jsd_loss` (trl 1.16, `trl.experimental.gkd`), the
   peer's implementation of the same loss. TRL is a benchmark-only peer (the `bench` extra),
   imported only inside its worker.
@@ -22,7 +22,9 @@ first, then the resident set size is read (/proc/self/statm) as the baseline; on
 step and `steps` timed steps follow; the peak is ru_maxrss − baseline (tracemalloc would not
 see torch's allocations). Rounds interleave the contenders (A B C, B C A, …) so that drift on
 a shared machine hits all of them alike; we report medians, min–max and ratios to
-`ours_unchunked`. A contender whose estimated peak would not fit in the available memory is
+`ours_unchunked`, for wall time and for CPU time (process_time, all threads: less sensitive
+to other load on a shared machine than wall time, though memory bandwidth is still shared).
+A contender whose estimated peak would not fit in the available memory is
 skipped with the reason. The losses of all contenders are compared (same work).
 
 Cost: a float32 (2,048 × 151,936) block is 1.24 GB; the unchunked contenders hold several at
@@ -72,8 +74,8 @@ def _worker(contender: str, setting: str, positions: int, steps: int, chunk: int
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     import torch
 
+    from opd_selfplay.chunking import LinearHead, chunked_divergence
     from opd_selfplay.divergences import divergence
-    from opd_selfplay.estimators import LinearHead, chunked_divergence
 
     jsd = None
     if contender == "trl_gkd":
@@ -109,21 +111,29 @@ def _worker(contender: str, setting: str, positions: int, steps: int, chunk: int
 
     gc.collect()
     baseline = _rss_bytes()
-    times = []
+    times: list[float] = []
+    cpu_times: list[float] = []
     loss_value = 0.0
     for i in range(steps + 1):
         for p in params:
             p.grad = None
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         loss = step()
         loss.backward()
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         loss_value = float(loss.detach())
         if i > 0:  # the first step is the warm-up
             times.append(elapsed)
+            cpu_times.append(cpu)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
     grad_norm = float(sum(p.grad.double().pow(2).sum() for p in params) ** 0.5)
-    return {"times_s": times, "peak_bytes": peak, "loss": loss_value, "grad_norm": grad_norm}
+    return {
+        "times_s": times,
+        "cpu_s": cpu_times,
+        "peak_bytes": peak,
+        "loss": loss_value,
+        "grad_norm": grad_norm,
+    }
 
 
 def _spawn(contender: str, setting: str, positions: int, steps: int, chunk: int | None) -> dict:
@@ -161,14 +171,14 @@ def run(
     """Run the benchmark; returns {"config": ..., "results": {setting: {contender: stats}}}.
 
     Args:
-        quick: 256 positions, 2 rounds of 2 steps; else 2,048 positions, 3 rounds.
+        quick: 256 positions, 2 rounds of 1 timed step; else 2,048 positions, 3 rounds of 2.
         positions: override the number of positions.
         rounds: override the number of interleaved rounds.
         chunk: positions per block of `ours_chunked` (default: the library's).
     """
     positions = positions or (256 if quick else 2048)
     rounds = rounds or (2 if quick else 3)
-    steps = 2
+    steps = 1 if quick else 2
     contenders = [c for c in CONTENDERS if c != "trl_gkd" or _have_trl()]
     records: dict[str, dict[str, list[dict]]] = {s: {c: [] for c in contenders} for s in SETTINGS}
     skipped: dict[str, str] = {}
@@ -196,11 +206,13 @@ def run(
                 }
                 continue
             times = [t for x in good for t in x["times_s"]]
+            cpus = [t for x in good for t in x["cpu_s"]]
             peaks = [x["peak_bytes"] for x in good]
             results[setting][c] = {
                 "time_median_s": statistics.median(times),
                 "time_min_s": min(times),
                 "time_max_s": max(times),
+                "cpu_median_s": statistics.median(cpus),
                 "peak_median_mb": statistics.median(peaks) / 2**20,
                 "peak_min_mb": min(peaks) / 2**20,
                 "peak_max_mb": max(peaks) / 2**20,
@@ -217,6 +229,7 @@ def run(
         for stats in results[setting].values():
             if "time_median_s" in stats and "time_median_s" in base:
                 stats["time_ratio"] = stats["time_median_s"] / base["time_median_s"]
+                stats["cpu_ratio"] = stats["cpu_median_s"] / base["cpu_median_s"]
                 stats["peak_ratio"] = stats["peak_median_mb"] / base["peak_median_mb"]
     return {
         "config": {
@@ -243,8 +256,9 @@ def _table(report: dict) -> str:
         lines += [
             "",
             f"setting: {setting}",
-            "| contender | time median (min–max) s | × unchunked | peak MB median (min–max) | × unchunked | loss |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| contender | wall s median (min–max) | × unchunked | CPU s median | × unchunked "
+            "| peak MB median (min–max) | × unchunked | loss |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for c, s in per.items():
             if c == "_same_work":
@@ -253,11 +267,12 @@ def _table(report: dict) -> str:
                 )
                 continue
             if "skipped" in s:
-                lines.append(f"| {c} | skipped: {s['skipped']} | | | | |")
+                lines.append(f"| {c} | skipped: {s['skipped']} | | | | | | |")
                 continue
             lines.append(
                 f"| {c} | {s['time_median_s']:.2f} ({s['time_min_s']:.2f}–{s['time_max_s']:.2f}) "
                 f"| {s.get('time_ratio', float('nan')):.2f} "
+                f"| {s['cpu_median_s']:.2f} | {s.get('cpu_ratio', float('nan')):.2f} "
                 f"| {s['peak_median_mb']:.0f} ({s['peak_min_mb']:.0f}–{s['peak_max_mb']:.0f}) "
                 f"| {s.get('peak_ratio', float('nan')):.3f} | {s['loss']:.6f} |"
             )
@@ -266,7 +281,7 @@ def _table(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="256 positions, 2 rounds")
+    parser.add_argument("--quick", action="store_true", help="256 positions, 2 rounds of 1 step")
     parser.add_argument(
         "--positions", type=int, help="number of positions (default 2048, quick 256)"
     )

@@ -60,17 +60,10 @@ import torch
 from torch import Tensor
 
 from opd_selfplay.advantages import discounted_returns
+from opd_selfplay.chunking import LinearHead, TokenWeighting, chunked_divergence
 from opd_selfplay.divergences import masked_mean
 from opd_selfplay.errors import InputError
-from opd_selfplay.estimators import (
-    LinearHead,
-    TokenWeighting,
-    chunked_divergence,
-    k1,
-    k3,
-    topk_diagnostics,
-    topk_divergence,
-)
+from opd_selfplay.estimators import k1, k3, topk_diagnostics, topk_divergence
 
 __all__ = [
     "hybrid_loss",
@@ -151,7 +144,7 @@ def token_level_loss(
     """A full-vocabulary divergence on every action token (white-box teacher).
 
     loss = Σ_{action tokens} w_t · D(p_t, q_t) / num_tokens_global, computed in blocks of
-    positions (memory O(chunk × V), see `opd_selfplay.estimators.chunked_divergence`).
+    positions (memory O(chunk × V), see `opd_selfplay.chunking.chunked_divergence`).
 
     Args:
         student: logits_BTV, or `LinearHead(hidden_BTH, lm_head_weight_VH)` to fuse the

@@ -1,6 +1,7 @@
-"""Estimators: the chunked full-vocabulary path equals the plain one, top-k with k = V equals
-the full divergence, the bucket estimator never exceeds it, and the sampled-token estimators
-are unbiased for what their docstrings say."""
+"""Estimators, and the chunked full-vocabulary path of opd_selfplay.chunking: chunked equals
+the plain divergence (values and gradients), top-k with k = V equals the full divergence, the
+bucket estimator never exceeds it, and the sampled-token estimators are unbiased for what
+their docstrings say."""
 
 from __future__ import annotations
 
@@ -10,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from opd_selfplay.chunking import LinearHead, chunked_divergence
 from opd_selfplay.divergences import divergence, entropy
 from opd_selfplay.errors import InputError
 from opd_selfplay.estimators import (
     ESTIMATORS,
-    LinearHead,
     TeacherAccess,
-    chunked_divergence,
     gather_log_probs,
     k1,
     k2,
@@ -315,3 +315,12 @@ def test_chunked_50k_vocab_matches_reference():
     got = chunked_divergence("jsd", student, teacher, chunk_size=4).values
     want = divergence("jsd", student.double(), teacher.double())
     np.testing.assert_allclose(got.double().numpy(), want.numpy(), rtol=1e-5)
+
+
+def test_chunked_with_nothing_kept_is_zero():
+    student = torch.randn(2, 3, 5, requires_grad=True)
+    nothing = torch.zeros(2, 3, dtype=torch.bool)
+    got = chunked_divergence("jsd", student, torch.randn(2, 3, 5), mask=nothing)
+    got.loss.backward()
+    assert got.loss.item() == 0.0 and torch.all(got.values == 0)
+    assert torch.all(student.grad == 0)

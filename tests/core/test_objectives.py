@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opd_selfplay.advantages import discounted_returns, group_advantages
+from opd_selfplay.chunking import LinearHead
 from opd_selfplay.divergences import divergence, entropy
 from opd_selfplay.errors import InputError
-from opd_selfplay.estimators import LinearHead
 from opd_selfplay.objectives import (
     hybrid_loss,
     outcome_loss,
