@@ -263,7 +263,7 @@ def _table(report: dict) -> str:
         for c, s in per.items():
             if c == "_same_work":
                 lines.append(
-                    f"| (losses agree to {s['loss_max_rel_diff']:.1e} relative) | | | | | |"
+                    f"| (losses agree to {s['loss_max_rel_diff']:.1e} relative) | | | | | | | |"
                 )
                 continue
             if "skipped" in s:

@@ -174,8 +174,8 @@ class TrainConfig:
     lora_alpha: float = 16.0
     """LoRA scaling numerator."""
     max_wall_s: float = 0.0
-    """Stop distillation after this many seconds (0 = no limit); the steps reached are
-    reported."""
+    """Stop after this many seconds of warm start + training (0 = no limit; the warm start
+    may use at most 40% of it); the steps reached are reported."""
     save_every: int = 0
     """Checkpoint every N steps (0 = only at the end)."""
     log_every: int = 1

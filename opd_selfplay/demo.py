@@ -5,8 +5,8 @@ Recipe (measured choices; see the team's notes on the teacher-free demo):
    is downloaded.
 2. Warm start: supervised on the env's oracle answers, some with a wrong first try and the
    env's feedback (multi-turn format), some with the privileged context in the system message
-   (so the model learns to use it). Cosine decay; stops once held-out success reaches a target
-   band, so that every seed starts distillation from a comparable, improvable point.
+   (so the model learns to use it). A short fixed budget with a cosine decay, so that every
+   seed starts distillation from a low, improvable point.
 3. Evaluate on held-out tasks (greedy, `opd/Arithmetic-v0`: 1–3 digit additions, two tries,
    "too high" / "too low" feedback).
 4. On-policy self-distillation: the student samples answers without any hint; the teacher is
@@ -61,13 +61,16 @@ def demo_config(
         teacher=TeacherSection(kind="privileged_self"),
         objective=ObjectiveSection(kind="token", divergence="forward_kl"),
         optim=OptimSection(lr=1e-3, schedule="constant", micro_batch=64),
+        # A short fixed warm start: it teaches the format and the use of the privileged
+        # context and leaves the plain task mostly unsolved (a few percent), so the gain
+        # measured afterwards comes from self-distillation.
         warmstart=WarmStartSection(
-            steps=300,
+            steps=150,
             batch=128,
-            lr=1e-3,
+            lr=2e-3,
             hinted_fraction=0.3,
-            retry_fraction=0.5,
-            target_success=0.25,
+            retry_fraction=0.3,
+            target_success=0.0,
         ),
         eval=EvalSection(every=50, episodes=200),
     )

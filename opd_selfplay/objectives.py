@@ -139,6 +139,7 @@ def token_level_loss(
     weights_BT: Tensor | None = None,
     weighting: TokenWeighting | None = None,
     chunk_size: int | None = None,
+    with_entropy: bool = True,
     **params: float,
 ) -> tuple[Tensor, Diagnostics]:
     """A full-vocabulary divergence on every action token (white-box teacher).
@@ -158,11 +159,13 @@ def token_level_loss(
         weighting: optional function of the teacher's entropy → weight, applied per block
             (e.g. `teacher_confidence_weighting()`).
         chunk_size: positions per block (default from the vocabulary size).
+        with_entropy: report both entropies (one more pass over each block per side).
         **params: the divergence's parameters.
 
     Returns:
         (loss, diagnostics): `token_divergence` (mean over this micro-batch's action
-        tokens), `entropy` and `teacher_entropy` (means), `num_tokens` (local count).
+        tokens), `entropy` and `teacher_entropy` (means, when `with_entropy`), `num_tokens`
+        (local count).
     """
     s_lead = (student.hidden if isinstance(student, LinearHead) else student).shape[:-1]
     if tuple(s_lead) != tuple(mask_BT.shape):
@@ -181,16 +184,17 @@ def token_level_loss(
         weights=w / num_tokens_global,
         temperature=temperature,
         chunk_size=chunk_size,
-        with_entropy=True,
+        with_entropy=with_entropy,
         weighting=weighting,
         **params,
     )
     diag = {
         "token_divergence": masked_mean(result.values, keep),
-        "entropy": masked_mean(result.student_entropy, keep),  # type: ignore[arg-type]
-        "teacher_entropy": masked_mean(result.teacher_entropy, keep),  # type: ignore[arg-type]
         "num_tokens": local.to(result.values.dtype),
     }
+    if result.student_entropy is not None and result.teacher_entropy is not None:
+        diag["entropy"] = masked_mean(result.student_entropy, keep)
+        diag["teacher_entropy"] = masked_mean(result.teacher_entropy, keep)
     return result.loss, diag
 
 

@@ -223,7 +223,9 @@ class Trainer:
         deadline = started + cfg.max_wall_s if cfg.max_wall_s else None
         if not self.resumed:
             if cfg.warmstart.steps:
-                self._warm_start(deadline)
+                # The warm start may take at most 40% of the time budget.
+                warm_deadline = started + 0.4 * cfg.max_wall_s if deadline is not None else None
+                self._warm_start(warm_deadline)
             self.teacher = self._build_teacher()
             self.reference = self._build_reference()
             self.before = self.evaluate(0, "eval")

@@ -24,7 +24,7 @@ def test_rollout_writes_one_trajectory_per_line(cli_env, tmp_path, tiny_path):
     done = opd(
         "rollout",
         "--env",
-        "toyenvs:toy/Countdown-v0",
+        "toyenvs_registered:toy/Countdown-v0",
         "--model",
         "tiny",
         "--episodes",
@@ -57,7 +57,7 @@ def test_rollout_from_a_model_folder(cli_env, tmp_path, tiny_path):
     done = opd(
         "rollout",
         "--env",
-        "toyenvs:toy/Countdown-v0",
+        "toyenvs_registered:toy/Countdown-v0",
         "--model",
         str(tiny_path),
         "--episodes",
@@ -82,17 +82,24 @@ def test_rollout_from_a_model_folder(cli_env, tmp_path, tiny_path):
             "unknown env 'nope/Missing-v0'",
         ),
         (
-            ["--env", "toyenvs:toy/Countdown-v0", "--model", "/no/such/folder", "--episodes", "1"],
+            [
+                "--env",
+                "toyenvs_registered:toy/Countdown-v0",
+                "--model",
+                "/no/such/folder",
+                "--episodes",
+                "1",
+            ],
             "--model /no/such/folder: no such folder",
         ),
         (
-            ["--env", "toyenvs:toy/Countdown-v0", "--model", "tiny", "--episodes", "0"],
+            ["--env", "toyenvs_registered:toy/Countdown-v0", "--model", "tiny", "--episodes", "0"],
             "--episodes must be >= 1",
         ),
         (
             [
                 "--env",
-                "toyenvs:toy/Countdown-v0",
+                "toyenvs_registered:toy/Countdown-v0",
                 "--model",
                 "tiny",
                 "--episodes",
@@ -103,13 +110,13 @@ def test_rollout_from_a_model_folder(cli_env, tmp_path, tiny_path):
             "not a multiple of --group-size",
         ),
         (
-            ["--env", "toyenvs:toy/Countdown-v0", "--model", "tiny", "--episodes", "x"],
+            ["--env", "toyenvs_registered:toy/Countdown-v0", "--model", "tiny", "--episodes", "x"],
             "invalid int value: 'x'",
         ),
         (
             [
                 "--env",
-                "toyenvs:toy/Countdown-v0",
+                "toyenvs_registered:toy/Countdown-v0",
                 "--model",
                 "tiny",
                 "--episodes",
@@ -136,7 +143,7 @@ def test_folder_without_config_and_missing_out_dir(cli_env, tmp_path):
     done = opd(
         "rollout",
         "--env",
-        "toyenvs:toy/Countdown-v0",
+        "toyenvs_registered:toy/Countdown-v0",
         "--model",
         str(tmp_path / "empty"),
         "--episodes",
@@ -149,7 +156,7 @@ def test_folder_without_config_and_missing_out_dir(cli_env, tmp_path):
     done = opd(
         "rollout",
         "--env",
-        "toyenvs:toy/Countdown-v0",
+        "toyenvs_registered:toy/Countdown-v0",
         "--model",
         "tiny",
         "--episodes",

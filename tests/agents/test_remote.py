@@ -110,7 +110,7 @@ def test_opd_serve_subprocess_and_rollout_through_it(cli_env, tmp_path):
                 "opd_selfplay",
                 "rollout",
                 "--env",
-                "toyenvs:toy/Countdown-v0",
+                "toyenvs_registered:toy/Countdown-v0",
                 "--model",
                 url,
                 "--episodes",

@@ -90,6 +90,8 @@ def test_token_level_fused_head_equals_logits_and_reports_diagnostics():
     torch.testing.assert_close(
         diag["token_divergence"], divergence("reverse_kl", logits, teacher)[mask].mean()
     )
+    _, lean = token_level_loss(hidden @ weight.T, teacher, mask, n, with_entropy=False)
+    assert set(lean) == {"token_divergence", "num_tokens"}
 
 
 def test_token_level_confidence_weighting_equals_explicit_weights():

@@ -122,9 +122,15 @@ def test_env_that_raises_ends_only_its_episode(tiny_policy):
 
 def test_plain_gymnasium_env_by_id(tiny_policy):
     """An env registered with Gymnasium that knows nothing of this project."""
-    engine = RolloutEngine(tiny_policy, RolloutConfig(max_turns=5, max_new_tokens=4))
-    trajs = engine.run("toy/Countdown-v0", seeds=[0], env_kwargs={"turns": 2})
-    assert trajs[0].env_id == "toy/Countdown-v0"
+    import gymnasium as gym
+
+    gym.register("toy/CountdownById-v0", entry_point=Countdown)
+    try:
+        engine = RolloutEngine(tiny_policy, RolloutConfig(max_turns=5, max_new_tokens=4))
+        trajs = engine.run("toy/CountdownById-v0", seeds=[0], env_kwargs={"turns": 2})
+    finally:
+        del gym.registry["toy/CountdownById-v0"]  # keep the registry the library's for other tests
+    assert trajs[0].env_id == "toy/CountdownById-v0"
     assert len(trajs[0].turns) == 2 and trajs[0].terminated
     assert trajs[0].messages[0].content == "count 2"
 
