@@ -104,21 +104,22 @@ def test_eos_stops_and_is_kept(tiny_policy):
 
 def test_stop_string_ends_the_sample_and_tokens_decode_to_text(tiny_policy):
     policy = HFPolicy(tiny_policy.model, tiny_policy.tokenizer)
-    policy.eos_token_ids = frozenset()  # let greedy decoding run the full length
+    policy.eos_token_ids = frozenset()  # let sampling run the full length
     prompt = _prompts(policy)[1]
-    free = policy.generate([prompt], SamplingParams(max_new_tokens=30, temperature=0.0))[0]
+    params = SamplingParams(max_new_tokens=30, temperature=1.0, seed=0)
+    free = policy.generate([prompt], params)[0]
     tok = policy.tokenizer
-    # A stop string that greedy decoding produces, first completed by token k.
-    for k in range(3, 29):
-        stop = tok.decode(list(free.token_ids[k - 1 : k + 1]))
-        if stop.isprintable() and stop.strip() and stop not in tok.decode(list(free.token_ids[:k])):
-            break
-    else:
-        pytest.skip("greedy output of the random tiny model has no printable 2-token string")
-    [s] = policy.generate(
-        [prompt], SamplingParams(max_new_tokens=30, temperature=0.0, stop=(stop,))
+    # A printable one-character stop string that the sample first produces at token k >= 3
+    # (the same seed replays the same draws up to the stop).
+    k, stop = next(
+        (k, tok.decode([t]))
+        for k, t in enumerate(free.token_ids)
+        if k >= 3 and 32 < t < 127 and tok.decode([t]) not in tok.decode(list(free.token_ids[:k]))
     )
-    assert s.finish_reason == "stop" and stop in s.text
+    [s] = policy.generate(
+        [prompt], SamplingParams(max_new_tokens=30, temperature=1.0, seed=0, stop=(stop,))
+    )
+    assert s.finish_reason == "stop" and s.text.endswith(stop)
     assert s.token_ids == free.token_ids[: k + 1]
     assert stop not in tok.decode(list(s.token_ids[:-1]))
 
