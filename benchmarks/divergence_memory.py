@@ -18,9 +18,10 @@ Two settings:
   the projection (`LinearHead`), so no positions × V tensor exists at all.
 
 How it measures. Each (setting, contender) runs in a fresh subprocess: imports and inputs
-first, then the resident set size is read (/proc/self/statm) as the baseline; one warm-up
-step and `steps` timed steps follow; the peak is ru_maxrss − baseline (tracemalloc would not
-see torch's allocations). Rounds interleave the contenders (A B C, B C A, …) so that drift on
+first; then the kernel's peak-RSS mark is reset (/proc/self/clear_refs, so that setup does
+not count) and the resident set size is read as the baseline; one warm-up step and `steps`
+timed steps follow; the peak is VmHWM − baseline (ru_maxrss where the mark cannot be reset;
+tracemalloc would not see torch's allocations). Rounds interleave the contenders (A B C, B C A, …) so that drift on
 a shared machine hits all of them alike; we report medians, min–max and ratios to
 `ours_unchunked`, for wall time and for CPU time (process_time, all threads: less sensitive
 to other load on a shared machine than wall time, though memory bandwidth is still shared).
@@ -61,6 +62,24 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _reset_peak() -> bool:
+    """Reset this process's peak RSS (VmHWM) so that setup does not count (Linux ≥ 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def _peak_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def _available_bytes() -> int:
     with open("/proc/meminfo") as f:
         for line in f:
@@ -84,13 +103,14 @@ def _worker(contender: str, setting: str, positions: int, steps: int, chunk: int
         jsd = GKDTrainer.generalized_jsd_loss
 
     gen = torch.Generator().manual_seed(0)
-    teacher = torch.randn(positions, VOCAB, generator=gen) * 2.0
+    # In-place scaling: no transient copy of the inputs (it would count in the peak).
+    teacher = torch.randn(positions, VOCAB, generator=gen).mul_(2.0)
     if setting == "logits":
-        student = (torch.randn(positions, VOCAB, generator=gen) * 2.0).requires_grad_(True)
+        student = torch.randn(positions, VOCAB, generator=gen).mul_(2.0).requires_grad_(True)
         params = [student]
     else:
         hidden = torch.randn(positions, HIDDEN, generator=gen).requires_grad_(True)
-        weight = (torch.randn(VOCAB, HIDDEN, generator=gen) * 0.1).requires_grad_(True)
+        weight = torch.randn(VOCAB, HIDDEN, generator=gen).mul_(0.1).requires_grad_(True)
         params = [hidden, weight]
 
     def student_logits():
@@ -110,6 +130,7 @@ def _worker(contender: str, setting: str, positions: int, steps: int, chunk: int
     import gc
 
     gc.collect()
+    reset = _reset_peak()
     baseline = _rss_bytes()
     times: list[float] = []
     cpu_times: list[float] = []
@@ -125,7 +146,9 @@ def _worker(contender: str, setting: str, positions: int, steps: int, chunk: int
         if i > 0:  # the first step is the warm-up
             times.append(elapsed)
             cpu_times.append(cpu)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
+    peak = (
+        _peak_bytes() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    ) - baseline
     grad_norm = float(sum(p.grad.double().pow(2).sum() for p in params) ** 0.5)
     return {
         "times_s": times,
@@ -166,7 +189,11 @@ def _have_trl() -> bool:
 
 
 def run(
-    quick: bool, positions: int | None = None, rounds: int | None = None, chunk: int | None = None
+    quick: bool,
+    positions: int | None = None,
+    rounds: int | None = None,
+    chunk: int | None = None,
+    settings: tuple[str, ...] = SETTINGS,
 ) -> dict:
     """Run the benchmark; returns {"config": ..., "results": {setting: {contender: stats}}}.
 
@@ -175,16 +202,17 @@ def run(
         positions: override the number of positions.
         rounds: override the number of interleaved rounds.
         chunk: positions per block of `ours_chunked` (default: the library's).
+        settings: which of "logits" and "hidden" to run.
     """
     positions = positions or (256 if quick else 2048)
     rounds = rounds or (2 if quick else 3)
     steps = 1 if quick else 2
     contenders = [c for c in CONTENDERS if c != "trl_gkd" or _have_trl()]
-    records: dict[str, dict[str, list[dict]]] = {s: {c: [] for c in contenders} for s in SETTINGS}
+    records: dict[str, dict[str, list[dict]]] = {s: {c: [] for c in contenders} for s in settings}
     skipped: dict[str, str] = {}
     row_bytes = VOCAB * 4
     for r in range(rounds):
-        for setting in SETTINGS:
+        for setting in settings:
             order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
             for c in order:
                 need = (_ROWS_PER_POSITION[c] + 2) * positions * row_bytes
@@ -287,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, help="interleaved rounds")
     parser.add_argument("--chunk", type=int, help="positions per block for ours_chunked")
+    parser.add_argument(
+        "--settings", default=",".join(SETTINGS), help="comma-separated subset of logits,hidden"
+    )
     parser.add_argument("--json", type=Path, help="also write the records here")
     parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--setting", choices=SETTINGS, default="logits", help=argparse.SUPPRESS)
@@ -297,7 +328,10 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(_worker(args.worker, args.setting, args.positions, args.steps, args.chunk))
         )
         return 0
-    report = run(args.quick, args.positions, args.rounds, args.chunk)
+    settings = tuple(x for x in args.settings.split(",") if x)
+    if not set(settings) <= set(SETTINGS):
+        parser.error(f"--settings: choose from {', '.join(SETTINGS)}, got {args.settings!r}")
+    report = run(args.quick, args.positions, args.rounds, args.chunk, settings)
     print(_table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -45,9 +45,12 @@ __all__ = [
 ]
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 22
-"""Default chunk: positions per block = max(1, this // V), i.e. 16 MiB per float32 block of
-logits (27 positions at V = 151,936). Smaller blocks save memory and cost little time, as
-long as a block is large enough for the matrix products (see benchmarks/divergence_memory)."""
+"""Default block: max(1, this // V) positions, i.e. 16 MiB per float32 block of logits (27
+positions at V = 151,936). With a fused `LinearHead` the block has at least H/2 positions
+too: every block reads the (V, H) head twice (projection, input gradient) and updates its
+gradient once, which costs as much as the block's own work unless the block has on the order
+of H positions (measured on CPU in benchmarks/divergence_memory.py: 27 positions at H = 256
+made the fused step ~1.4× slower than the unchunked one, 128 positions ~1.1×)."""
 
 
 @dataclass(frozen=True)
@@ -255,7 +258,8 @@ def chunked_divergence(
         weights: (...) per-position loss weights (no gradient), e.g. 1 / the global number
             of action tokens; default 1.
         temperature: T > 0, applied to both sides.
-        chunk_size: positions per block; default max(1, DEFAULT_CHUNK_ELEMENTS // V).
+        chunk_size: positions per block; default max(1, DEFAULT_CHUNK_ELEMENTS // V), and at
+            least H/2 for a student `LinearHead` (see `DEFAULT_CHUNK_ELEMENTS`).
         with_entropy: also return both entropies per position (one more pass per side).
         weighting: multiplies `weights` by weighting(teacher entropy) per position, computed
             block by block (the teacher's entropy is never held for all positions at once).
@@ -287,6 +291,8 @@ def chunked_divergence(
     if chunk_size is not None and chunk_size < 1:
         raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
     rows = chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // max(1, s_vocab))
+    if chunk_size is None and s_w is not None:
+        rows = max(rows, s_w.shape[1] // 2)
     keep = (
         torch.ones(n, dtype=torch.bool, device=s_x.device)
         if mask is None
