@@ -28,9 +28,11 @@ to other load on a shared machine than wall time, though memory bandwidth is sti
 A contender whose estimated peak would not fit in the available memory is
 skipped with the reason. The losses of all contenders are compared (same work).
 
-Cost: a float32 (2,048 × 151,936) block is 1.24 GB; the unchunked contenders hold several at
-once (TRL ~15 GB at 2,048 positions), so the full run needs ~20 GB free and minutes per
-round on 2 cores. `--quick` uses 256 positions (~2.5 GB peak, a minute or two).
+Cost: a float32 (2,048 × 151,936) block is 1.24 GB. Above its inputs (two such blocks), the
+unchunked step peaks at ~8–10 GB and TRL's at ~18 GB, so at 2,048 positions TRL needs ~21 GB
+available and is skipped on smaller machines (compare at `--positions 1024`, ~11 GB). A full
+round takes ~6 minutes on 2 cores. `--quick` uses 256 positions and one timed step per run
+(~2.5 GB peak, 2–4 minutes on a busy 2-core machine).
 
 Usage: `python benchmarks/divergence_memory.py [--quick] [--positions N] [--json FILE]`, or
 `run(quick)` from Python, which returns the records as a dict.

@@ -49,8 +49,8 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 22
 positions at V = 151,936). With a fused `LinearHead` the block has at least H/2 positions
 too: every block reads the (V, H) head twice (projection, input gradient) and updates its
 gradient once, which costs as much as the block's own work unless the block has on the order
-of H positions (measured on CPU in benchmarks/divergence_memory.py: 27 positions at H = 256
-made the fused step ~1.4× slower than the unchunked one, 128 positions ~1.1×)."""
+of H positions (benchmarks/divergence_memory.py on CPU, 1,024 positions, H = 256: blocks of
+27 positions made the fused step ~1.4× slower than the unchunked one, blocks of 128 ~1.1×)."""
 
 
 @dataclass(frozen=True)

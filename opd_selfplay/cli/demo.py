@@ -22,7 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument(
-        "--minutes", type=float, default=8.0, help="time budget for warm start + training (default 8)"
+        "--minutes",
+        type=float,
+        default=8.0,
+        help="time budget for warm start + training (default 8)",
     )
     p.add_argument("--steps", type=int, default=300, help="most distillation steps (default 300)")
     p.set_defaults(func=run)
