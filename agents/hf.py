@@ -179,19 +179,25 @@ class HFPolicy:
         eos = torch.tensor(sorted(self.eos_token_ids) or [-1], device=self.device)
         longest_stop = max((len(s) for s in params.stop), default=0)
 
-        tokens: list[list[int]] = [[] for _ in range(batch)]
-        logps: list[list[float]] = [[] for _ in range(batch)]
-        finish: list[str] = ["length"] * batch
-        done = [False] * batch  # Python lists: per-row tensor indexing costs microseconds each
-        done_t = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        # Per step, tensors only (no per-row Python and no host sync but one `all()`): at this
+        # model size the loop's overhead is comparable to the forward pass itself.
+        chosen: list[torch.Tensor] = []
+        chosen_lp: list[torch.Tensor] = []
+        done = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        length = torch.full((batch,), -1, dtype=torch.long, device=self.device)
         pad = torch.full((batch,), self.pad_token_id, device=self.device)
+        width = ids.shape[1]
+        full_mask = torch.ones(
+            (batch, width + params.max_new_tokens), dtype=mask.dtype, device=self.device
+        )
+        full_mask[:, :width] = mask
+        texts: list[list[int]] = [[] for _ in range(batch)]  # only kept for stop strings
         cache = DynamicCache(config=self.model.config)
         next_pos = positions[:, -1:] + 1
         with torch.inference_mode():
             out = self._forward(ids, mask, positions, cache, logits_to_keep=1)
-            for _ in range(params.max_new_tokens):
-                logits = out.logits[:, -1, :].float()
-                logp = torch.log_softmax(logits / temp, dim=-1)
+            for step in range(params.max_new_tokens):
+                logp = torch.log_softmax(out.logits[:, -1, :].float() / temp, dim=-1)
                 if greedy:
                     choice = logp.argmax(dim=-1)
                 else:
@@ -199,36 +205,40 @@ class HFPolicy:
                     if params.top_p < 1.0:
                         probs = _top_p_filter(probs, params.top_p)
                     choice = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-                choice = torch.where(done_t, pad, choice)
-                chosen_lp = logp.gather(-1, choice[:, None]).squeeze(-1)
-                choice_list = choice.tolist()
-                lp_list = chosen_lp.tolist()
-                eos_list = torch.isin(choice, eos).tolist()
-                for row in range(batch):
-                    if done[row]:
-                        continue
-                    tokens[row].append(choice_list[row])
-                    logps[row].append(lp_list[row])
-                    if eos_list[row] or (
-                        longest_stop and _hits_stop(tok, tokens[row], params.stop, longest_stop)
-                    ):
-                        finish[row] = "stop"
-                        done[row] = True
-                if all(done):
+                choice = torch.where(done, pad, choice)
+                chosen.append(choice)
+                chosen_lp.append(logp.gather(-1, choice[:, None]).squeeze(-1))
+                ended = torch.isin(choice, eos) & ~done
+                if longest_stop:
+                    for row, token in enumerate(choice.tolist()):
+                        if done[row]:
+                            continue
+                        texts[row].append(token)
+                        if _hits_stop(tok, texts[row], params.stop, longest_stop):
+                            ended[row] = True
+                length = torch.where(ended, step + 1, length)
+                done = done | ended
+                if bool(done.all()):
                     break
-                done_t = torch.tensor(done, device=self.device)
-                mask = torch.cat([mask, (~done_t).long()[:, None]], dim=1)
-                out = self._forward(choice[:, None], mask, next_pos, cache)
+                out = self._forward(
+                    choice[:, None], full_mask[:, : width + step + 1], next_pos, cache
+                )
                 next_pos = next_pos + 1
-        return [
-            Sample(
-                token_ids=tuple(tokens[i]),
-                logprobs=tuple(logps[i]),
-                text=tok.decode(tokens[i], skip_special_tokens=True),
-                finish_reason=finish[i],  # type: ignore[arg-type]
+        steps = len(chosen)
+        token_rows = torch.stack(chosen, dim=1).tolist()
+        lp_rows = torch.stack(chosen_lp, dim=1).tolist()
+        samples = []
+        for i, raw in enumerate(length.tolist()):
+            n = steps if raw < 0 else raw
+            samples.append(
+                Sample(
+                    token_ids=tuple(token_rows[i][:n]),
+                    logprobs=tuple(lp_rows[i][:n]),
+                    text=tok.decode(token_rows[i][:n], skip_special_tokens=True),
+                    finish_reason="length" if raw < 0 else "stop",
+                )
             )
-            for i in range(batch)
-        ]
+        return samples
 
     # -- scoring ------------------------------------------------------------------------
     def logits(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
