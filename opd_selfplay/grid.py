@@ -11,8 +11,10 @@ How a grid run is built (everything offline, on a CPU):
    (hidden 192 instead of 128, ≈ 2.3 M parameters) warm-started on the env's oracle answers
    for several times the student's steps. Saved once, in `OUT/models/teacher`.
 2. The student is the default tiny model warm-started briefly (to a low success rate, leaving
-   room to improve), saved once in `OUT/models/student`. Every cell starts from that folder
-   with no warm start of its own, so that cells differ only in the axis under test.
+   room to improve; most demonstrations carry the privileged context, so that the student can
+   use it and a privileged self-teacher knows more than the student), saved once in
+   `OUT/models/student`. Every cell starts from that folder with no warm start of its own,
+   so that cells differ only in the axis under test.
 3. Each cell is one `Trainer` run with a few overrides. Every cell plays the same number of
    episodes per step (distillation cells: E tasks × 1 sample; cells with a group-normalised
    outcome term: E/4 tasks × 4 samples), so that compute is comparable.
@@ -236,35 +238,30 @@ def _engine(policy, settings: GridSettings, temperature: float = 0.0):
     )
 
 
-def _warm_and_save(
-    policy,
-    folder: Path,
-    settings: GridSettings,
-    steps: int,
-    hinted: float,
-    seed: int,
-    target: float,
-) -> dict[str, float]:
+def _warm_and_save(policy, folder: Path, s: GridSettings, seed: int, teacher: bool) -> dict:
     """Warm-start `policy` in place (as `Trainer._warm_start` does) and save it as a model
-    folder; returns its held-out metrics."""
+    folder; returns its held-out metrics. The teacher trains longer, without the privileged
+    context, and stops once it reaches 97% held-out success."""
     from opd_selfplay.evaluation import evaluate
     from opd_selfplay.warmstart import warm_start
 
-    engine = _engine(policy, settings)
-    kw = settings.env_kwargs
+    engine = _engine(policy, s)
+    kw = s.env_kwargs
+    steps = s.teacher_warm_steps if teacher else s.student_warm_steps
+    hinted, target = (0.0, 0.97) if teacher else (s.hinted_fraction, 0.0)
 
     def probe(step: int) -> float:
         return evaluate(engine, ENV, 64, kw)[0]["success"]
 
     if steps:
         warm_start(
-            engine, ENV, steps, settings.warm_batch, settings.lr, hinted, 0.5, seed, kw,
+            engine, ENV, steps, s.warm_batch, s.lr, hinted, 0.5, seed, kw,
             probe=probe if target else None, target_success=target,
         )  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     policy.model.save_pretrained(folder)
     policy.tokenizer.save_pretrained(folder)
-    return evaluate(engine, ENV, settings.eval_episodes, kw)[0]
+    return evaluate(engine, ENV, s.eval_episodes, kw)[0]
 
 
 def build_models(
@@ -286,21 +283,11 @@ def build_models(
     )
     torch.manual_seed(seed)
     teacher = HFPolicy.from_pretrained(teacher_dir, device="cpu")
-    t_metrics = _warm_and_save(
-        teacher, teacher_dir, settings, settings.teacher_warm_steps, 0.0, seed, target=0.97
-    )
+    t_metrics = _warm_and_save(teacher, teacher_dir, settings, seed, teacher=True)
     torch.manual_seed(seed)
     student = HFPolicy.from_pretrained(ensure_tiny_model(), device="cpu")
     student_dir = root / "student"
-    s_metrics = _warm_and_save(
-        student,
-        student_dir,
-        settings,
-        settings.student_warm_steps,
-        settings.hinted_fraction,
-        seed,
-        target=0.0,
-    )
+    s_metrics = _warm_and_save(student, student_dir, settings, seed, teacher=False)
     return student_dir, teacher_dir, s_metrics, t_metrics
 
 
@@ -598,21 +585,26 @@ def plot(out: Path, rows: list[Row]) -> Path | None:
     names = [r.cell for r in done]
     y = list(range(len(done)))
     fig, axes = plt.subplots(1, 3, figsize=(16, 0.45 * len(done) + 2.2))
-    ax = axes[0]
-    colors = ["tab:gray" if r.status == "reference" else "tab:blue" for r in done]
-    ax.barh(y, [r.after for r in done], color=colors, label="after")
-    ax.scatter([r.before for r in done], y, color="black", marker="|", s=200, label="before")
-    ax.set_yticks(y, names)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_title("held-out success")
-    ax.legend(loc="lower right")
-    ax = axes[1]
     kls = [r.kl_to_teacher if r.kl_to_teacher is not None else 0.0 for r in done]
-    ax.barh(y, kls, color=["tab:gray" if r.status == "reference" else "tab:orange" for r in done])
-    ax.set_yticks(y, names)
-    ax.invert_yaxis()
-    ax.set_title("KL(white-box teacher ‖ student), held-out")
+    for ax, values, color, title in (
+        (axes[0], [r.after for r in done], "tab:blue", "held-out success"),
+        (axes[1], kls, "tab:orange", "KL(white-box teacher ‖ student), held-out"),
+    ):
+        ax.barh(y, values, color=["tab:gray" if r.status == "reference" else color for r in done])
+        ax.set_yticks(y, names)
+        ax.invert_yaxis()
+        ax.set_title(title)
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    axes[0].scatter([r.before for r in done], y, color="black", marker="|", s=200)
+    axes[0].set_xlim(0, 1)
+    handles = [
+        Patch(color="tab:blue", label="after"),
+        Patch(color="tab:gray", label="reference"),
+        Line2D([], [], color="black", marker="|", linestyle="", markersize=12, label="before"),
+    ]
+    axes[0].legend(handles=handles, loc="lower right")
     ax = axes[2]
     for r in done:
         path = out / "cells" / r.cell / "metrics.jsonl"
