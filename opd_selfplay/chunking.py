@@ -138,13 +138,16 @@ def _chunk_loop(
     ent_s = torch.zeros(n if cfg.with_entropy else 0, dtype=cdtype, device=s_x.device)
     ent_t = torch.zeros_like(ent_s)
     loss = torch.zeros((), dtype=cdtype, device=s_x.device)
-    grad_x = torch.zeros_like(s_x) if need[0] else None
+    any_grad = any(need)
+    # Without a mask the blocks are contiguous and cover every row: take views instead of
+    # copies, and leave the input gradient uninitialised (every row gets written).
+    contiguous = index_K.numel() == n
+    grad_x = None
+    if need[0]:
+        grad_x = torch.empty_like(s_x) if contiguous else torch.zeros_like(s_x)
     # Accumulate the head's gradient in float32 at least; cast back in backward.
     grad_w = torch.zeros(s_w.shape, dtype=cdtype, device=s_w.device) if need[1] else None
     grad_b = torch.zeros(s_b.shape, dtype=cdtype, device=s_b.device) if need[2] else None
-    any_grad = any(need)
-    # Without a mask the blocks are contiguous: take views instead of copies.
-    contiguous = index_K.numel() == n
     for start in range(0, index_K.numel(), cfg.chunk_rows):
         idx = index_K[start : start + cfg.chunk_rows]
         rows = slice(start, start + idx.numel()) if contiguous else None
@@ -173,12 +176,13 @@ def _chunk_loop(
         loss += (vals * w_c).sum()
         if g is None:
             continue
+        if s_w is None and rows is not None:
+            # Weight and store in one pass, straight into the gradient's rows.
+            torch.mul(g, w_c.unsqueeze(-1), out=grad_x[rows])  # type: ignore[index]
+            continue
         g *= w_c.unsqueeze(-1)
         if s_w is None:
-            if rows is not None:
-                grad_x[rows] = g  # type: ignore[index]
-            else:
-                grad_x.index_copy_(0, idx, g.to(grad_x.dtype))  # type: ignore[union-attr]
+            grad_x.index_copy_(0, idx, g.to(grad_x.dtype))  # type: ignore[union-attr]
             continue
         g = g.to(s_w.dtype)
         if need[0]:

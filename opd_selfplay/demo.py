@@ -7,8 +7,11 @@ Recipe (measured choices; see the team's notes on the teacher-free demo):
    env's feedback (multi-turn format), some with the privileged context in the system message
    (so the model learns to use it). A short fixed budget with a cosine decay, so that every
    seed starts distillation from a low, improvable point.
-3. Evaluate on held-out tasks (greedy, `opd/Arithmetic-v0`: 1–3 digit additions, two tries,
-   "too high" / "too low" feedback).
+3. Evaluate on 200 held-out episodes (greedy, `opd/Arithmetic-v0` at difficulty 1: one-digit
+   additions, two tries, "too high" / "too low" feedback). Caveat: that level has only 100
+   distinct problems, so held-out episodes are new draws, not unseen problems; at 1–2 and
+   1–3 digits the tiny model did not get off the ground within the 10-minute budget in our
+   runs (the warm start did not teach the privileged teacher to copy its hint).
 4. On-policy self-distillation: the student samples answers without any hint; the teacher is
    the student's *frozen* warm-start weights given the privileged context (the reference
    answer and the feedback so far) in the system message, scoring the student's own tokens;
@@ -36,7 +39,7 @@ from opd_selfplay.config import (
 
 
 def demo_config(
-    out: str | Path, seed: int = 0, minutes: float = 9.0, steps: int = 300
+    out: str | Path, seed: int = 0, minutes: float = 8.0, steps: int = 150
 ) -> TrainConfig:
     """The demo's configuration.
 
@@ -50,6 +53,9 @@ def demo_config(
     return TrainConfig(
         model="tiny" if seed == 0 else f"tiny:seed={seed}",  # the seed also sets the init
         env="opd/Arithmetic-v0",
+        env_kwargs={
+            "difficulty": 1
+        },  # one-digit additions: what a 1 M byte model learns in minutes
         steps=steps,
         tasks_per_step=64,
         group_size=1,
@@ -60,7 +66,7 @@ def demo_config(
         rollout=RolloutSection(max_turns=2, max_new_tokens=6, max_context_tokens=256),
         teacher=TeacherSection(kind="privileged_self"),
         objective=ObjectiveSection(kind="token", divergence="forward_kl"),
-        optim=OptimSection(lr=1e-3, schedule="constant", micro_batch=64),
+        optim=OptimSection(lr=1e-3, schedule="cosine", min_lr_ratio=0.1, micro_batch=64),
         # A short fixed warm start: it teaches the format and the use of the privileged
         # context and leaves the plain task mostly unsolved (a few percent), so the gain
         # measured afterwards comes from self-distillation.
@@ -68,10 +74,10 @@ def demo_config(
         # to read the answer from its context (copying is learnt fast), while the plain task
         # stays mostly unsolved, so the gain measured afterwards comes from self-distillation.
         warmstart=WarmStartSection(
-            steps=150,
+            steps=120,
             batch=64,
-            lr=3e-3,
-            hinted_fraction=0.7,
+            lr=1e-3,
+            hinted_fraction=0.9,
             retry_fraction=0.3,
             target_success=0.0,
         ),

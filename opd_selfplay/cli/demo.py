@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=8.0,
         help="time budget for warm start + training (default 8)",
     )
-    p.add_argument("--steps", type=int, default=300, help="most distillation steps (default 300)")
+    p.add_argument("--steps", type=int, default=150, help="most distillation steps (default 150)")
     p.set_defaults(func=run)
 
 
