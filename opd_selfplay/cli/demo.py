@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = demo_config(out, seed=args.seed, minutes=args.minutes, steps=args.steps)
     print(
-        f"opd demo: seed {args.seed}, writing to {out}/ (about {args.minutes:.0f} minutes)",
+        f"opd demo: seed {args.seed}, writing to {out}/ (at most {args.minutes:g} minutes of training, plus evaluations)",
         file=sys.stderr,
     )
     summary = Trainer(config, out).run()
