@@ -155,6 +155,12 @@ def with_privileged(messages: Sequence[Message], privileged: str) -> list[Messag
     return [Message("system", note), *messages]
 
 
+def _close_all(episodes: Sequence[_Episode]) -> None:
+    for ep in episodes:
+        with contextlib.suppress(Exception):  # a failing close must not lose the batch
+            ep.env.close()
+
+
 def _one_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
     return text if len(text) <= 300 else text[:297] + "..."
@@ -248,9 +254,7 @@ class RolloutEngine:
         try:
             return self._play(episodes, on_turn, self._policy_actions)
         finally:
-            for ep in episodes:
-                with contextlib.suppress(Exception):  # a failing close must not lose the batch
-                    ep.env.close()
+            _close_all(episodes)
 
     def _policy_actions(
         self, live: list[_Episode], params: SamplingParams, turn: int
@@ -337,9 +341,7 @@ class RolloutEngine:
         try:
             return self._play(episodes, None, act)
         finally:
-            for ep in episodes:
-                with contextlib.suppress(Exception):
-                    ep.env.close()
+            _close_all(episodes)
 
     def turn_context_ids(
         self, traj: Trajectory, turn: int, privileged: str | None = None

@@ -41,6 +41,7 @@ import torch
 from opd_selfplay import checkpoint as ckpt
 from opd_selfplay.advantages import group_advantages
 from opd_selfplay.config import TrainConfig
+from opd_selfplay.divergences import get_divergence
 from opd_selfplay.evaluation import EVAL_SEED_BASE, evaluate
 from opd_selfplay.objectives import (
     outcome_loss,
@@ -375,13 +376,9 @@ class Trainer:
         ones = torch.ones((1, rows.shape[0]), device=rows.device)
         diag: dict[str, torch.Tensor] = {}
         loss = rows.new_zeros(())
-        params = (
-            {"beta": o.beta}
-            if "jsd" in o.divergence
-            else {"alpha": o.alpha}
-            if "skew" in o.divergence
-            else {}
-        )
+        # Pass the config's mixture weights only to divergences that declare them.
+        accepted = get_divergence(o.divergence).defaults
+        params = {k: v for k, v in (("beta", o.beta), ("alpha", o.alpha)) if k in accepted}
         if o.kind in ("token", "hybrid") and signal is not None and signal.logits_NV is not None:
             kd, d = token_level_loss(
                 rows[None],
