@@ -1,0 +1,132 @@
+"""What every teacher shares: the signal it returns, the sequences it scores (with or
+without privileged context), and the batched forward that picks the action rows.
+
+The row order is fixed for every teacher: trajectory by trajectory, turn by turn, token by
+token (the order of `action_rows` and `sampled_token_ids`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from opd_selfplay.types import Trajectory
+
+if TYPE_CHECKING:  # pragma: no cover
+    from opd_selfplay.rollout import RolloutEngine
+
+
+@dataclass
+class TeacherSignal:
+    """What a teacher says about the N action tokens of a batch (rows in `action_rows` order)."""
+
+    logits_NV: torch.Tensor | None = None
+    """Full next-token logits at each action token (white-box)."""
+    topk_ids_NK: torch.Tensor | None = None
+    """Ids of the teacher's k most likely tokens at each action token (grey-box)."""
+    topk_logprobs_NK: torch.Tensor | None = None
+    """Their log-probs."""
+    logprobs_N: torch.Tensor | None = None
+    """Log-prob of the sampled action token itself (every teacher provides it)."""
+
+
+def privileged_before(traj: Trajectory, turn: int) -> str:
+    """The privileged context the environment had exposed before action `turn`: reset's for
+    the first action, then the previous step's (which adds the feedback on that step)."""
+    if turn == 0:
+        return str(traj.info.get("privileged", "") or traj.privileged)
+    prev = traj.turns[turn - 1].info.get("privileged")
+    return str(prev) if prev is not None else traj.privileged
+
+
+def teacher_sequences(
+    engine: RolloutEngine, trajectories: Sequence[Trajectory], privileged: bool
+) -> list[tuple[list[int], list[int]]]:
+    """The sequences a teacher must run, each with the positions of the action tokens in it.
+
+    Without privileged context, one sequence per trajectory (its own tokens). With it, one
+    sequence per turn: the re-rendered context, then that turn's action tokens unchanged.
+
+    Returns:
+        `(token_ids, action_positions)` pairs, whose positions, concatenated, follow the
+        order of `action_rows`.
+    """
+    out: list[tuple[list[int], list[int]]] = []
+    for traj in trajectories:
+        if not privileged:
+            ids = list(traj.token_ids)
+            out.append((ids, [i for i, m in enumerate(traj.action_mask) if m]))
+            continue
+        for k, turn in enumerate(traj.turns):
+            if not turn.action_ids:
+                continue
+            context = engine.turn_context_ids(traj, k, privileged_before(traj, k))
+            ids = context + list(turn.action_ids)
+            out.append((ids, list(range(len(context), len(ids)))))
+    return out
+
+
+def action_rows(
+    model: torch.nn.Module,
+    sequences: Sequence[tuple[list[int], list[int]]],
+    pad_id: int,
+    bucket: int = 32,
+) -> torch.Tensor:
+    """Logits predicting each action token (row i: the logits at position p − 1 for the i-th
+    action position p), in sequence order, for right-padded sequences.
+
+    Sequences are run in buckets of `bucket` sequences of similar length (sorted by length),
+    so that a few long multi-turn sequences do not pad every row of the batch. Gradients flow
+    when the caller has them enabled (the student's training forward uses this).
+    """
+    device = next(model.parameters()).device
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
+    pieces: dict[int, torch.Tensor] = {}
+    for start in range(0, len(order), bucket):
+        members = order[start : start + bucket]
+        width = max(len(sequences[i][0]) for i in members)
+        ids = torch.full((len(members), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(members), width), dtype=torch.long)
+        rows_b, rows_t = [], []
+        for b, i in enumerate(members):
+            seq, positions = sequences[i]
+            ids[b, : len(seq)] = torch.as_tensor(seq)
+            mask[b, : len(seq)] = 1
+            rows_b.extend([b] * len(positions))
+            rows_t.extend(p - 1 for p in positions)
+        logits = model(
+            input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False
+        ).logits
+        picked = logits[
+            torch.as_tensor(rows_b, device=device), torch.as_tensor(rows_t, device=device)
+        ]
+        offset = 0
+        for i in members:
+            n = len(sequences[i][1])
+            pieces[i] = picked[offset : offset + n]
+            offset += n
+    return torch.cat([pieces[i] for i in range(len(sequences))], dim=0)
+
+
+def sampled_token_ids(trajectories: Sequence[Trajectory]) -> torch.Tensor:
+    """The action token ids, in `action_rows` order."""
+    return torch.as_tensor(
+        [t for traj in trajectories for turn in traj.turns for t in turn.action_ids],
+        dtype=torch.long,
+    )
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)  # DistributedDataParallel
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    clone = copy.deepcopy(unwrap(model))
+    clone.eval()
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone

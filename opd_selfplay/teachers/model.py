@@ -1,0 +1,104 @@
+"""`ModelTeacher`: a local model that scores the student's action tokens with full logits
+(white-box), following the student or not (fixed, snapshot, EMA, live), with or without the
+environment's privileged context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import torch
+
+from opd_selfplay.teachers.base import (
+    TeacherSignal,
+    action_rows,
+    frozen_copy,
+    sampled_token_ids,
+    teacher_sequences,
+    unwrap,
+)
+from opd_selfplay.types import Trajectory
+
+if TYPE_CHECKING:  # pragma: no cover
+    from opd_selfplay.rollout import RolloutEngine
+
+Update = Literal["fixed", "snapshot", "ema", "live"]
+
+
+class ModelTeacher:
+    """A local model that scores the student's action tokens (white-box).
+
+    Args:
+        model: the teacher model, or the student itself for `snapshot`/`ema`/`live`
+            (copied for `snapshot` and `ema`).
+        engine: the student's rollout engine (renders privileged contexts).
+        update: how the teacher follows the student (see the module docstring).
+        privileged: score with the environment's privileged context in the system message.
+        refresh_every: for `snapshot`, copy the student again every K steps (0 = never).
+        ema_decay: for `ema`, the weight of the old teacher in each update.
+        student_vocab: the student's vocabulary size, checked against the teacher's.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        engine: RolloutEngine,
+        update: Update = "fixed",
+        privileged: bool = False,
+        refresh_every: int = 0,
+        ema_decay: float = 0.99,
+        student_vocab: int | None = None,
+    ) -> None:
+        if update not in ("fixed", "snapshot", "ema", "live"):
+            raise ValueError(f"teacher update must be fixed, snapshot, ema or live; got {update!r}")
+        self.update = update
+        self.engine = engine
+        self.privileged = privileged
+        self.refresh_every = refresh_every
+        self.ema_decay = ema_decay
+        self.model = model if update in ("fixed", "live") else frozen_copy(model)
+        teacher_vocab = self.model.get_output_embeddings().weight.shape[0]
+        if student_vocab is not None and teacher_vocab != student_vocab:
+            raise ValueError(
+                f"teacher vocabulary has {teacher_vocab} tokens but the student's has {student_vocab}; "
+                "white-box distillation needs the same tokenizer"
+            )
+        self.pad_id = int(engine.tokenizer.pad_token_id or 0)
+
+    @property
+    def name(self) -> str:
+        return f"{'privileged ' if self.privileged else ''}{self.update}"
+
+    @torch.no_grad()
+    def score(self, trajectories: Sequence[Trajectory]) -> TeacherSignal:
+        """Full logits and the sampled tokens' log-probs at every action token."""
+        sequences = teacher_sequences(self.engine, trajectories, self.privileged)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            logits = action_rows(self.model, sequences, self.pad_id).float()
+        finally:
+            self.model.train(was_training)
+        ids = sampled_token_ids(trajectories).to(logits.device)
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, None]).squeeze(-1)
+        return TeacherSignal(logits_NV=logits, logprobs_N=logprobs)
+
+    @torch.no_grad()
+    def after_step(self, student: torch.nn.Module, step: int) -> None:
+        """Follow the student after optimizer step `step` (1-based)."""
+        if self.update == "snapshot" and self.refresh_every and step % self.refresh_every == 0:
+            self.model.load_state_dict(unwrap(student).state_dict())
+        elif self.update == "ema":
+            for t, s in zip(self.model.parameters(), unwrap(student).parameters()):
+                t.lerp_(s.detach(), 1.0 - self.ema_decay)
+
+    def state_dict(self) -> dict[str, object]:
+        """What a checkpoint must hold to resume (the copy, for snapshot and EMA teachers)."""
+        if self.update in ("snapshot", "ema"):
+            return {"model": self.model.state_dict()}
+        return {}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        if "model" in state:
+            self.model.load_state_dict(state["model"])  # type: ignore[arg-type]
