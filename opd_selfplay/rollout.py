@@ -145,6 +145,18 @@ def observation_messages(obs: object) -> list[Message]:
     )
 
 
+def messages_before_action(traj: Trajectory, turn: int) -> list[Message]:
+    """The conversation that action `turn` of `traj` answered (everything before its
+    assistant message). Raises ValueError if the trajectory has no such action."""
+    seen = -1
+    for i, m in enumerate(traj.messages):
+        if m.role == "assistant":
+            seen += 1
+            if seen == turn:
+                return list(traj.messages[:i])
+    raise ValueError(f"trajectory has no action {turn}")
+
+
 def with_privileged(messages: Sequence[Message], privileged: str) -> list[Message]:
     """`messages` with the privileged context in the system message (prepended as one when
     there is none). The one format that privileged teachers and hinted warm starts share."""
@@ -353,16 +365,7 @@ class RolloutEngine:
         (for canonical tokenizations). The action tokens themselves are never re-rendered:
         a teacher scores `traj.turns[turn].action_ids` after these ids.
         """
-        messages = list(traj.messages)
-        assistant_seen = -1
-        for i, m in enumerate(messages):
-            if m.role == "assistant":
-                assistant_seen += 1
-                if assistant_seen == turn:
-                    messages = messages[:i]
-                    break
-        else:
-            raise ValueError(f"trajectory has no action {turn}")
+        messages = messages_before_action(traj, turn)
         if privileged:
             messages = with_privileged(messages, privileged)
         return self.encode(self.render(messages, add_generation_prompt=True))
