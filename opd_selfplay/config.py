@@ -22,8 +22,20 @@ from pathlib import Path
 
 from opd_selfplay.errors import InputError
 
-TEACHER_KINDS = ("privileged_self", "snapshot", "ema", "white_box", "grey_box", "none")
-OBJECTIVE_KINDS = ("token", "sequence", "outcome", "hybrid")
+TEACHER_KINDS = (
+    "privileged_self",
+    "snapshot",
+    "ema",
+    "white_box",
+    "grey_box",
+    "black_box",
+    "verified_self",
+    "spin_opponent",
+    "none",
+)
+OBJECTIVE_KINDS = ("token", "sequence", "outcome", "hybrid", "spin")
+#: Teachers that write target text instead of scoring the student's tokens.
+TARGET_TEACHERS = ("black_box", "verified_self")
 SCHEDULES = ("constant", "cosine", "linear")
 
 
@@ -51,9 +63,16 @@ class TeacherSection:
     """Who scores the student's tokens."""
 
     kind: str = "privileged_self"
-    """privileged_self | snapshot | ema | white_box | grey_box | none."""
+    """privileged_self | snapshot | ema | white_box | grey_box | black_box | verified_self |
+    spin_opponent | none."""
     model: str = ""
-    """white_box: a model folder or 'tiny'; grey_box: a server URL or a model folder."""
+    """white_box: a model folder or 'tiny'; grey_box: a server URL or a model folder;
+    black_box: a server URL (chat API) or a model folder/'tiny' (any tokenizer)."""
+    judge: bool = False
+    """black_box: score the student's answers 0-10 as a reward (objective outcome/hybrid)
+    instead of writing target answers (objective sequence/hybrid)."""
+    judge_weight: float = 1.0
+    """black_box judge: reward = (1 - w) * env reward + w * judge score."""
     privileged: bool = True
     """Add the env's privileged context to the teacher's prompt (always on for
     privileged_self)."""
@@ -61,7 +80,8 @@ class TeacherSection:
     """privileged_self: use the student's live weights instead of a frozen snapshot
     (collapses in our measurements; for experiments)."""
     refresh_every: int = 0
-    """snapshot / privileged_self: copy the student into the teacher every K steps (0 = never)."""
+    """snapshot / privileged_self / spin_opponent: copy the student into the teacher every K
+    steps (0 = never)."""
     ema_decay: float = 0.99
     """ema: weight of the old teacher in each update."""
     top_k: int = 20
@@ -73,7 +93,9 @@ class ObjectiveSection:
     """The loss."""
 
     kind: str = "token"
-    """token | sequence | outcome | hybrid."""
+    """token | sequence | outcome | hybrid | spin (with teacher.kind=spin_opponent). With
+    black_box (imitate) and verified_self teachers, sequence means cross-entropy on their
+    target text."""
     divergence: str = "forward_kl"
     """Divergence of the token-level loss (see opd_selfplay.divergences)."""
     beta: float = 0.5
@@ -88,6 +110,8 @@ class ObjectiveSection:
     """Importance-ratio clipping for policy-gradient terms."""
     ref_kl: float = 0.0
     """Coefficient of KL(student ‖ initial student) on action tokens (0 = off)."""
+    spin_beta: float = 0.1
+    """spin: inverse temperature λ of SPIN's implicit reward."""
 
 
 @dataclass(frozen=True)
@@ -209,7 +233,7 @@ class TrainConfig:
                 raise InputError(f"config field {name} must be >= {low}, got {value}")
         if self.optim.lr <= 0:
             raise InputError(f"config field optim.lr must be > 0, got {self.optim.lr}")
-        if self.teacher.kind in ("white_box", "grey_box") and not self.teacher.model:
+        if self.teacher.kind in ("white_box", "grey_box", "black_box") and not self.teacher.model:
             raise InputError(
                 f"config field teacher.model is required for teacher.kind={self.teacher.kind}"
             )
@@ -218,9 +242,11 @@ class TrainConfig:
                 f"objective.kind={self.objective.kind} needs a teacher; set teacher.kind to one of "
                 f"{', '.join(k for k in TEACHER_KINDS if k != 'none')} or objective.kind=outcome"
             )
+        self._check_teacher_objective()
         _check_choice("rollout.sample_from", self.rollout.sample_from, ("student", "teacher"))
         if self.rollout.sample_from == "teacher" and (
-            self.objective.kind != "token" or self.teacher.kind in ("grey_box", "none")
+            self.objective.kind != "token"
+            or self.teacher.kind not in ("white_box", "snapshot", "ema", "privileged_self")
         ):
             raise InputError(
                 "rollout.sample_from=teacher (off-policy distillation) needs objective.kind=token "
@@ -231,6 +257,25 @@ class TrainConfig:
         if not 0 < self.objective.beta < 1 and self.objective.divergence == "jsd":
             raise InputError(
                 f"config field objective.beta must lie in (0, 1), got {self.objective.beta}"
+            )
+
+    def _check_teacher_objective(self) -> None:
+        """The teacher kinds that do not score tokens fit only some objectives."""
+        t, o = self.teacher.kind, self.objective.kind
+        if (t == "spin_opponent") != (o == "spin"):
+            raise InputError(
+                "teacher.kind=spin_opponent and objective.kind=spin go together; "
+                f"got teacher.kind={t}, objective.kind={o}"
+            )
+        judge = t == "black_box" and self.teacher.judge
+        if t in TARGET_TEACHERS and not judge and o not in ("sequence", "hybrid"):
+            raise InputError(
+                f"teacher.kind={t} writes target text: use objective.kind=sequence or hybrid "
+                f"(got {o})"
+            )
+        if judge and o not in ("outcome", "hybrid"):
+            raise InputError(
+                f"teacher.judge=true gives rewards: use objective.kind=outcome or hybrid (got {o})"
             )
 
     def to_dict(self) -> dict[str, object]:
@@ -257,6 +302,14 @@ PRESETS: dict[str, dict[str, object]] = {
     },
     "grpo": {"teacher.kind": "none", "objective.kind": "outcome", "group_size": 4},
     "hybrid": {"teacher.kind": "privileged_self", "objective.kind": "hybrid", "group_size": 4},
+    "seqkd": {"teacher.kind": "black_box", "objective.kind": "sequence"},
+    "judge": {"teacher.kind": "black_box", "teacher.judge": True, "objective.kind": "outcome"},
+    "rft": {"teacher.kind": "verified_self", "objective.kind": "sequence", "group_size": 4},
+    "spin": {
+        "teacher.kind": "spin_opponent",
+        "objective.kind": "spin",
+        "teacher.refresh_every": 25,
+    },
     "snapshot": {
         "teacher.kind": "snapshot",
         "teacher.privileged": False,

@@ -34,6 +34,10 @@ The objectives, the papers they follow, and how they depart:
   KDRL (Xu et al. 2025) and of the survey's hybrid granularity. For a white-box teacher the
   additive hybrid is simply `kd_weight * token_level_loss(...)[0] + outcome_weight *
   outcome_loss(...)[0]`.
+- `imitation_loss` — cross-entropy on target text written by someone else: a black-box
+  teacher's answer for the student's own context (sequence-level KD, Kim & Rush 2016, on
+  on-policy contexts as in DAgger), or the best verified rollout of the group (RFT/STaR).
+  Departure: normalised by the global number of target tokens, like every loss here.
 - `spin_loss` — SPIN (Chen et al. 2024, "Self-Play Fine-Tuning Converts Weak Language Models
   to Strong Language Models", eq. 4.7): logistic loss on λ [log π/π_ref (target) − log
   π/π_ref (generated)], the reference being the previous iterate. Departures: the "real"
@@ -67,6 +71,7 @@ from opd_selfplay.estimators import k1, k3, topk_diagnostics, topk_divergence
 
 __all__ = [
     "hybrid_loss",
+    "imitation_loss",
     "outcome_loss",
     "policy_gradient_loss",
     "sequence_level_loss",
@@ -477,6 +482,26 @@ def hybrid_loss(
     diag["kd_advantage_mean"] = masked_mean(kd_adv, keep)
     diag["outcome_advantage_mean"] = masked_mean(out_adv, keep)
     return loss, diag
+
+
+def imitation_loss(
+    logprobs_BT: Tensor, mask_BT: Tensor, num_tokens_global: int | Tensor
+) -> tuple[Tensor, Diagnostics]:
+    """Cross-entropy on target tokens: −Σ log q(target) / num_tokens_global.
+
+    Args:
+        logprobs_BT: the student's log-probs of the target tokens, with gradient.
+        mask_BT: 1 on target tokens.
+        num_tokens_global: target tokens in the global batch.
+
+    Returns:
+        (loss, diagnostics): `nll` (mean over this micro-batch's target tokens).
+    """
+    keep = _check_mask(mask_BT, ("logprobs_BT", logprobs_BT))
+    _check_count(num_tokens_global, keep.sum())
+    picked = torch.where(keep, logprobs_BT, 0.0)
+    loss = -picked.sum() / num_tokens_global
+    return loss, {"nll": -masked_mean(picked.detach(), keep)}
 
 
 # --------------------------------------------------------------------------------------------

@@ -121,3 +121,40 @@ def _finite(v: object) -> object:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
+
+
+class Progress:
+    """A rich progress bar with ETA and the live success rate (only on a terminal)."""
+
+    def __init__(self, total: int, done: int, show: bool) -> None:
+        self.bar = None
+        if not show:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            transient=True,
+        )
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=total, completed=done, info="")
+
+    def update(self, step: int, metrics: dict[str, float], last_eval: dict[str, float]) -> None:
+        if self.bar is None:
+            return
+        info = f"reward {metrics.get('reward', 0):.2f} · held-out {last_eval.get('success', float('nan')):.2f}"
+        self.bar.update(self.task, completed=step, info=info)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -41,24 +41,17 @@ import torch
 from opd_selfplay import checkpoint as ckpt
 from opd_selfplay.advantages import group_advantages
 from opd_selfplay.config import TrainConfig
-from opd_selfplay.divergences import get_divergence
 from opd_selfplay.evaluation import EVAL_SEED_BASE, evaluate
-from opd_selfplay.objectives import (
-    outcome_loss,
-    sequence_level_loss,
-    token_level_loss,
-    token_level_topk_loss,
-)
 from opd_selfplay.rollout import RolloutConfig, RolloutEngine
-from opd_selfplay.runlog import RunLog
+from opd_selfplay.runlog import Progress, RunLog
+from opd_selfplay.step_objective import StepObjective, Teacher, all_reduce_sum
 from opd_selfplay.teachers import (
     ModelTeacher,
     ServerTeacher,
-    TeacherSignal,
-    action_rows,
-    sampled_token_ids,
+    SpinOpponent,
+    TextTeacher,
+    VerifiedSelfTeacher,
 )
-from opd_selfplay.types import Trajectory
 from opd_selfplay.warmstart import warm_start
 
 
@@ -71,15 +64,7 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
-def _all_reduce_sum(value: float) -> float:
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return value
-    t = torch.tensor([value], dtype=torch.float64)
-    torch.distributed.all_reduce(t)
-    return float(t.item())
-
-
-class Trainer:
+class Trainer(StepObjective):
     """Runs one training configuration in a run folder.
 
     Args:
@@ -125,7 +110,7 @@ class Trainer:
         self.step = 0
         self.warm_steps = 0
         self.before: dict[str, float] = {}
-        self.teacher: ModelTeacher | ServerTeacher | None = None
+        self.teacher: Teacher | None = None
         self.reference: ModelTeacher | None = None
         self.train_model: torch.nn.Module = self.model
         self.optimizer = torch.optim.AdamW(
@@ -134,6 +119,7 @@ class Trainer:
             weight_decay=config.optim.weight_decay,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.judge_metrics: dict[str, float] = {}
         self.resumed = False
         if resume:
             self._restore()
@@ -153,10 +139,18 @@ class Trainer:
             return 1.0 - (1.0 - o.min_lr_ratio) * progress
         return 1.0
 
-    def _build_teacher(self) -> ModelTeacher | ServerTeacher | None:
+    def _build_teacher(self) -> Teacher | None:
         t, vocab = self.config.teacher, self.model.get_output_embeddings().weight.shape[0]
         if t.kind == "none":
             return None
+        if t.kind == "verified_self":
+            return VerifiedSelfTeacher()
+        if t.kind == "spin_opponent":
+            return SpinOpponent(
+                self.model, self.engine, self.config.env, self.config.env_kwargs, t.refresh_every
+            )
+        if t.kind == "black_box":
+            return self._black_box_teacher()
         if t.kind == "privileged_self":
             update = "live" if t.live else "snapshot"
             return ModelTeacher(
@@ -175,6 +169,24 @@ class Trainer:
             )  # type: ignore[attr-defined]
         return ServerTeacher(teacher_policy, self.engine, t.top_k, t.privileged)
 
+    def _black_box_teacher(self) -> TextTeacher:
+        """A text-only teacher: a chat API (URL) or a local policy with its own template."""
+        from opd_selfplay.agents.base import SamplingParams
+        from opd_selfplay.agents.loading import load_policy
+        from opd_selfplay.teachers.text import chat_responder, policy_responder
+
+        t, r = self.config.teacher, self.config.rollout
+        # Greedy: a target or a grade should be the teacher's best, not a sample.
+        params = SamplingParams(max_new_tokens=max(r.max_new_tokens, 8), temperature=0.0)
+        policy = load_policy(t.model, device=self.config.device)
+        respond = (
+            chat_responder(policy, params)
+            if hasattr(policy, "chat")
+            else policy_responder(policy, params)
+        )
+        mode = "judge" if t.judge else "imitate"
+        return TextTeacher(respond, self.engine, mode, t.privileged, r.max_new_tokens)
+
     def _build_reference(self) -> ModelTeacher | None:
         """A frozen copy of the student at the start of distillation, for `objective.ref_kl`."""
         if not self.config.objective.ref_kl:
@@ -184,6 +196,8 @@ class Trainer:
     def _sampler(self) -> RolloutEngine:
         """The engine that plays the step's episodes: the student's (on-policy), or the
         teacher's for off-policy distillation."""
+        if isinstance(self.teacher, SpinOpponent):  # the previous iterate plays
+            return RolloutEngine(self.teacher.policy, self.engine.config)
         if self.config.rollout.sample_from == "student":
             return self.engine
         from opd_selfplay.agents.hf import HFPolicy
@@ -236,7 +250,7 @@ class Trainer:
         ):
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.model)
         show = self.rank == 0 and os.isatty(2)
-        progress = _Progress(cfg.steps, self.step, show)
+        progress = Progress(cfg.steps, self.step, show)
         last_eval = self.before
         train_started = time.monotonic()
         while self.step < cfg.steps:
@@ -315,28 +329,26 @@ class Trainer:
         self.model.eval()
         trajs = engine.run(cfg.env, self._task_seeds(self.step), cfg.group_size, cfg.env_kwargs)
         n_local = sum(t.num_action_tokens for t in trajs)
-        n_global = _all_reduce_sum(float(n_local))
-        rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float32)
+        n_global = all_reduce_sum(float(n_local))
+        rewards = self._rewards(trajs)
         groups = torch.tensor([t.group for t in trajs])
         advantages = (
             group_advantages(rewards, groups)
             if cfg.objective.kind in ("outcome", "hybrid")
             else None
         )
+        targets = self._targets(trajs)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
-        mb = cfg.optim.micro_batch
-        for start in range(0, len(trajs), mb):
-            chunk = trajs[start : start + mb]
-            if not any(t.num_action_tokens for t in chunk):
-                continue
-            signal = self.teacher.score(chunk) if self.teacher is not None else None
-            adv = None if advantages is None else advantages[start : start + mb]
-            loss, diag = self._loss(chunk, signal, adv, max(n_global, 1.0))
-            (loss * self.world).backward()
-            for k, v in diag.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * sum(t.num_action_tokens for t in chunk)
+        out: dict[str, float] = dict(self.judge_metrics)
+        if cfg.objective.kind == "spin":
+            out.update(self._spin_backward(trajs, targets or []))
+        elif targets is not None:
+            out.update(self._imitation_backward(targets))
+        if self._reads_own_tokens(advantages is not None):
+            out.update(self._own_tokens_backward(trajs, advantages, n_local, n_global))
+        # The logged loss: the sum of the terms (each already in its own normalisation).
+        out["loss"] = sum(out.get(k, 0.0) for k in ("loss", "imitate/loss", "spin/loss"))
         grad_norm = 0.0
         if cfg.optim.grad_clip:
             grad_norm = float(
@@ -347,9 +359,9 @@ class Trainer:
         self.model.eval()
         if self.teacher is not None:
             self.teacher.after_step(self.model, self.step + 1)
-        out = {k: v / max(n_local, 1) for k, v in sums.items()}
         out.update(
             reward=float(rewards.mean()) if len(rewards) else 0.0,
+            env_reward=sum(t.reward for t in trajs) / max(len(trajs), 1),
             success=sum(t.success for t in trajs) / max(len(trajs), 1),
             action_tokens=float(n_local) / max(len(trajs), 1),
             grad_norm=grad_norm,
@@ -357,100 +369,6 @@ class Trainer:
         )
         return out
 
-    def _loss(
-        self,
-        trajs: list[Trajectory],
-        signal: TeacherSignal | None,
-        adv: torch.Tensor | None,
-        n_global: float,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The configured objective on a micro-batch (rows = action tokens in order)."""
-        o = self.config.objective
-        temperature = self.config.rollout.temperature or 1.0
-        seqs = [(list(t.token_ids), [i for i, m in enumerate(t.action_mask) if m]) for t in trajs]
-        # One forward under DDP (its reducer expects one forward per backward); buckets otherwise.
-        bucket = len(seqs) if self.world > 1 else 32
-        rows = action_rows(self.train_model, seqs, self.policy.pad_token_id, bucket).float()
-        ids = sampled_token_ids(trajs).to(rows.device)
-        counts = [t.num_action_tokens for t in trajs]
-        ones = torch.ones((1, rows.shape[0]), device=rows.device)
-        diag: dict[str, torch.Tensor] = {}
-        loss = rows.new_zeros(())
-        # Pass the config's mixture weights only to divergences that declare them.
-        accepted = get_divergence(o.divergence).defaults
-        params = {k: v for k, v in (("beta", o.beta), ("alpha", o.alpha)) if k in accepted}
-        if o.kind in ("token", "hybrid") and signal is not None and signal.logits_NV is not None:
-            kd, d = token_level_loss(
-                rows[None],
-                signal.logits_NV[None].to(rows.device),
-                ones,
-                n_global,
-                divergence=o.divergence,
-                temperature=temperature,
-                **params,
-            )
-            loss = loss + o.kd_weight * kd
-            diag.update({f"kd/{k}": v for k, v in d.items()})
-            diag["kl"] = _sampled_kl(rows, signal, ids, temperature)
-        logp = torch.log_softmax(rows / temperature, dim=-1).gather(-1, ids[:, None]).squeeze(-1)
-        sampler = torch.tensor([x for t in trajs for x in _action_logprobs(t)], device=rows.device)
-        lp_BT, mask_BT = _pack(logp, counts)
-        old_BT, _ = _pack(sampler, counts)
-        if o.kind in ("token", "hybrid") and signal is not None and signal.topk_ids_NK is not None:
-            kd, d = token_level_topk_loss(
-                rows[None],
-                signal.topk_logprobs_NK[None].to(rows.device),
-                signal.topk_ids_NK[None].to(rows.device),
-                ones,
-                n_global,
-                divergence=o.divergence,
-                **params,
-            )
-            loss = loss + o.kd_weight * kd
-            diag.update({f"kd/{k}": v for k, v in d.items()})
-            diag["kl"] = (logp.detach() - signal.logprobs_N.to(rows.device)).mean()  # type: ignore[union-attr]
-        if o.kind == "sequence":
-            teacher_BT, _ = _pack(signal.logprobs_N.to(rows.device), counts)  # type: ignore[union-attr]
-            seq, d = sequence_level_loss(
-                lp_BT,
-                teacher_BT,
-                mask_BT,
-                n_global,
-                sampler_logprobs_BT=old_BT,
-                clip_low=o.clip_eps,
-                clip_high=o.clip_eps,
-            )
-            loss = loss + o.kd_weight * seq
-            diag.update({f"seq/{k}": v for k, v in d.items()})
-            diag["kl"] = (logp.detach() - signal.logprobs_N.to(rows.device)).mean()  # type: ignore[union-attr]
-        if o.kind in ("outcome", "hybrid") and adv is not None:
-            out, d = outcome_loss(
-                lp_BT,
-                adv.to(rows.device),
-                mask_BT,
-                n_global,
-                sampler_logprobs_BT=old_BT,
-                clip_low=o.clip_eps,
-                clip_high=o.clip_eps,
-            )
-            loss = loss + o.outcome_weight * out
-            diag.update({f"pg/{k}": v for k, v in d.items()})
-        if self.reference is not None:
-            ref = self.reference.score(trajs)
-            rkl, _ = token_level_loss(
-                rows[None],
-                ref.logits_NV[None].to(rows.device),
-                ones,
-                n_global,
-                divergence="reverse_kl",
-                temperature=temperature,
-            )
-            loss = loss + o.ref_kl * rkl
-            diag["ref_kl"] = rkl.detach() * n_global / max(sum(counts), 1)
-        diag["loss"] = loss.detach() * n_global / max(sum(counts), 1)
-        return loss, diag
-
-    # -- checkpoints --------------------------------------------------------------------------
     def save(self) -> None:
         if self.rank != 0:
             return
@@ -508,70 +426,3 @@ def _with_lora(model: torch.nn.Module, rank: int, alpha: float) -> torch.nn.Modu
         r=rank, lora_alpha=alpha, target_modules=[t for t in targets if t in present]
     )
     return get_peft_model(model, config)
-
-
-def _action_logprobs(traj: Trajectory) -> list[float]:
-    return [x for t in traj.turns for x in t.action_logprobs]
-
-
-def _pack(values_N: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows in trajectory order → (values_BT, mask_BT) with each trajectory's action tokens
-    left-aligned (context tokens carry no loss, so they need no slot)."""
-    width = max(counts)
-    out = values_N.new_zeros((len(counts), width))
-    mask = torch.zeros((len(counts), width), device=values_N.device)
-    rows = torch.repeat_interleave(
-        torch.arange(len(counts), device=values_N.device),
-        torch.tensor(counts, device=values_N.device),
-    )
-    cols = torch.cat([torch.arange(c, device=values_N.device) for c in counts])
-    out = out.index_put((rows, cols), values_N)
-    mask[rows, cols] = 1.0
-    return out, mask
-
-
-def _sampled_kl(
-    rows: torch.Tensor, signal: TeacherSignal, ids: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """Mean exact KL(p‖q) over action tokens, for the logs (no gradient)."""
-    with torch.no_grad():
-        logq = torch.log_softmax(rows / temperature, dim=-1)
-        logp = torch.log_softmax(signal.logits_NV.to(rows.device).float() / temperature, dim=-1)  # type: ignore[union-attr]
-        return (logp.exp() * (logp - logq)).sum(-1).mean()
-
-
-class _Progress:
-    """A rich progress bar with ETA and the live success rate (only on a terminal)."""
-
-    def __init__(self, total: int, done: int, show: bool) -> None:
-        self.bar = None
-        if not show:
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-            transient=True,
-        )
-        self.bar.start()
-        self.task = self.bar.add_task("train", total=total, completed=done, info="")
-
-    def update(self, step: int, metrics: dict[str, float], last_eval: dict[str, float]) -> None:
-        if self.bar is None:
-            return
-        info = f"reward {metrics.get('reward', 0):.2f} · held-out {last_eval.get('success', float('nan')):.2f}"
-        self.bar.update(self.task, completed=step, info=info)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()

@@ -19,6 +19,20 @@ Sources (survey axis "teacher access"; arXiv 2604.00626):
     the student moves the teacher); a frozen snapshot is stable, so that is the default.
 - `ServerTeacher`, grey-box: top-k log-probs from an OpenAI-compatible server (`opd serve`,
   vLLM) or any policy with `top_logprobs`; used with a top-k estimator.
+- `TextTeacher`, black-box (text only, any tokenizer): writes its own answer for each
+  conversation the student reached (targets for cross-entropy), or judges the student's
+  final answer 0-10 (a reward).
+- `VerifiedSelfTeacher`, teacher-free: the best verified rollout of each group is the target
+  of its failed siblings.
+- `SpinOpponent`, self-play: the previous iterate plays the episodes and is SPIN's reference;
+  the env's oracle answers are the real data.
+- `CrossTokenizerTeacher` (`teachers.cross_tokenizer`), white-box with another tokenizer:
+  the teacher's log-prob of the same text, aligned on common character boundaries.
+
+Three shapes: scorers (`score` → `TeacherSignal`: ModelTeacher, ServerTeacher,
+CrossTokenizerTeacher), target writers (`targets` → sequences with target positions:
+TextTeacher in imitate mode, VerifiedSelfTeacher, SpinOpponent) and judges (`rewards`).
+Every teacher has `name`, `after_step`, `state_dict` and `load_state_dict`.
 
 Teacher scoring is forward-only (no gradient), batched over all sequences of a step.
 
@@ -33,11 +47,17 @@ from opd_selfplay.teachers.base import (
 )
 from opd_selfplay.teachers.model import ModelTeacher
 from opd_selfplay.teachers.server import ServerTeacher
+from opd_selfplay.teachers.spin import SpinOpponent
+from opd_selfplay.teachers.text import TextTeacher
+from opd_selfplay.teachers.verified import VerifiedSelfTeacher
 
 __all__ = [
     "ModelTeacher",
     "ServerTeacher",
+    "SpinOpponent",
     "TeacherSignal",
+    "TextTeacher",
+    "VerifiedSelfTeacher",
     "action_rows",
     "privileged_before",
     "sampled_token_ids",

@@ -215,3 +215,84 @@ def test_off_policy_distillation_samples_from_the_teacher(tmp_path):
                 "teacher.kind": "none",
             }
         )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "teacher_name", "key"),
+    [
+        (
+            {"teacher.kind": "black_box", "teacher.model": "tiny", "objective.kind": "sequence"},
+            "black-box imitate (privileged)",
+            "imitate/nll",
+        ),
+        (
+            {
+                "teacher.kind": "black_box",
+                "teacher.model": "tiny",
+                "teacher.judge": "true",
+                "teacher.judge_weight": "0.5",
+                "objective.kind": "hybrid",
+                "warmstart.steps": "30",
+            },
+            "black-box judge (privileged)",
+            "judge/unparsed",
+        ),
+        (
+            {
+                "teacher.kind": "verified_self",
+                "objective.kind": "sequence",
+                "warmstart.steps": "30",
+            },
+            "verified self",
+            "imitate/nll",
+        ),
+        (
+            {
+                "teacher.kind": "spin_opponent",
+                "objective.kind": "spin",
+                "teacher.refresh_every": "1",
+            },
+            "spin opponent (previous iterate)",
+            "spin/margin",
+        ),
+    ],
+)
+def test_teacher_sources_without_logits_train(tmp_path, overrides, teacher_name, key):
+    """Each text / verified / self-play source runs through the trainer and moves weights."""
+    config = load_config(
+        overrides={
+            **TINY,
+            **overrides,
+            "steps": "2",
+            "rollout.max_turns": "2",
+            "warmstart.batch": "32",
+            "warmstart.lr": "3e-3",
+            "warmstart.hinted_fraction": "0",
+        }
+    )
+    trainer = Trainer(config, tmp_path)
+    summary = trainer.run()
+    assert summary["teacher"] == teacher_name and summary["steps"] == 2
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["phase"] == "train"]
+    assert len(train) == 2 and all(key in r for r in train)
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in train)
+    assert any(r["grad_norm"] > 0 for r in train)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"teacher.kind": "spin_opponent"}, "spin_opponent and objective.kind=spin go together"),
+        ({"objective.kind": "spin"}, "spin_opponent and objective.kind=spin go together"),
+        ({"teacher.kind": "verified_self"}, "writes target text: use objective.kind=sequence"),
+        (
+            {"teacher.kind": "black_box", "teacher.model": "tiny", "teacher.judge": "true"},
+            "gives rewards: use objective.kind=outcome or hybrid",
+        ),
+        ({"teacher.kind": "black_box", "objective.kind": "sequence"}, "teacher.model is required"),
+    ],
+)
+def test_teacher_objective_pairings_are_checked(overrides, message):
+    with pytest.raises(InputError, match=message):
+        load_config(overrides=overrides)
