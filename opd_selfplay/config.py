@@ -76,6 +76,9 @@ class TeacherSection:
     privileged: bool = True
     """Add the env's privileged context to the teacher's prompt (always on for
     privileged_self)."""
+    sibling_hint: bool = False
+    """privileged teachers: also show the final answer of the best verified rollout of the
+    same task group (SDPO-style; pair with group_size > 1)."""
     live: bool = False
     """privileged_self: use the student's live weights instead of a frozen snapshot
     (collapses in our measurements; for experiments)."""

@@ -29,9 +29,10 @@ teacher at equal compute — is the pair of white-box token cells with forward K
 from the student and one from the teacher (`rollout.sample_from=teacher`): same steps, same
 episodes per step, same loss.
 
-Not covered: black-box (text-only) teachers and self-play (two-player) training; the trainer
-has neither, and the table lists them as "not supported yet" rows rather than leaving them
-out. One seed per cell; the numbers are a smoke-scale comparison, not a benchmark.
+Not covered: a black-box judge (the tiny teacher cannot follow grading instructions) and
+two-player games with both sides learning; the table lists them as rows with their reasons
+rather than leaving them out. One seed per cell; the numbers are a smoke-scale comparison,
+not a benchmark.
 """
 
 from __future__ import annotations
@@ -186,11 +187,25 @@ def grid_cells(settings: GridSettings) -> list[Cell]:
         Cell("outcome-grpo", "outcome", "teacher-free", "sequence",
              "GRPO: verifier reward, group-normalised (G=4)", grouped=True,
              overrides={"teacher.kind": "none", "objective.kind": "outcome"}),
-        Cell("black-box", "logit", "black-box", "token / sequence", "—",
-             unsupported="not supported yet: the trainer has no text-only teacher (teachers "
-             "score with logits or top-k log-probs)"),
-        Cell("self-play", "self-play", "teacher-free", "sequence", "—",
-             unsupported="not supported yet: the trainer has no two-player training loop"),
+        Cell("bb-seqkd", "text", "black-box", "sequence",
+             "cross-entropy on the teacher's greedy text for the student's own contexts",
+             overrides={"teacher.kind": "black_box", "teacher.privileged": False,
+                        "objective.kind": "sequence"}),
+        Cell("tf-verified-self", "outcome", "teacher-free", "sequence",
+             "cross-entropy on the best verified sibling (G=4), for its failed siblings",
+             grouped=True,
+             overrides={"teacher.kind": "verified_self", "objective.kind": "sequence"}),
+        Cell("sp-spin", "self-play", "teacher-free", "sequence",
+             f"SPIN: oracle answers vs the previous iterate's, refreshed every "
+             f"{max(1, settings.steps // 4)} steps",
+             overrides={"teacher.kind": "spin_opponent", "objective.kind": "spin",
+                        "teacher.refresh_every": max(1, settings.steps // 4)}),
+        Cell("bb-judge", "outcome", "black-box", "sequence", "—",
+             unsupported="not run: a judge needs a teacher that follows grading instructions "
+             "(teacher.judge=true with a chat model); the tiny teacher cannot grade"),
+        Cell("self-play-games", "self-play", "teacher-free", "sequence", "—",
+             unsupported="not supported yet: two-player games with both sides learning (envs "
+             "play against a fixed bot)"),
     ]  # fmt: skip
 
 
@@ -354,7 +369,7 @@ def cell_overrides(
         "eval.every": settings.eval_every,
     }
     out = {**base, **cell.overrides}
-    if out.get("teacher.kind") in ("white_box", "grey_box"):
+    if out.get("teacher.kind") in ("white_box", "grey_box", "black_box"):
         out["teacher.model"] = teacher
     return out
 

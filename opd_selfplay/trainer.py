@@ -154,18 +154,37 @@ class Trainer(StepObjective):
         if t.kind == "privileged_self":
             update = "live" if t.live else "snapshot"
             return ModelTeacher(
-                self.model, self.engine, update, True, t.refresh_every, t.ema_decay, vocab
+                self.model,
+                self.engine,
+                update,
+                True,
+                t.refresh_every,
+                t.ema_decay,
+                vocab,
+                t.sibling_hint,
             )
         if t.kind in ("snapshot", "ema"):
             return ModelTeacher(
-                self.model, self.engine, t.kind, t.privileged, t.refresh_every, t.ema_decay, vocab
+                self.model,
+                self.engine,
+                t.kind,
+                t.privileged,
+                t.refresh_every,
+                t.ema_decay,
+                vocab,
+                t.sibling_hint,
             )
         from opd_selfplay.agents.loading import load_policy
 
         teacher_policy = load_policy(t.model, device=self.config.device)
         if t.kind == "white_box":
             return ModelTeacher(
-                teacher_policy.model, self.engine, "fixed", t.privileged, student_vocab=vocab
+                teacher_policy.model,
+                self.engine,
+                "fixed",
+                t.privileged,
+                student_vocab=vocab,
+                sibling=t.sibling_hint,
             )  # type: ignore[attr-defined]
         return ServerTeacher(teacher_policy, self.engine, t.top_k, t.privileged)
 
@@ -337,6 +356,8 @@ class Trainer(StepObjective):
             if cfg.objective.kind in ("outcome", "hybrid")
             else None
         )
+        if isinstance(self.teacher, ModelTeacher):
+            self.teacher.prepare(trajs)
         targets = self._targets(trajs)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)

@@ -8,7 +8,7 @@ token (the order of `action_rows` and `sampled_token_ids`).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,13 +43,37 @@ def privileged_before(traj: Trajectory, turn: int) -> str:
     return str(prev) if prev is not None else traj.privileged
 
 
+def sibling_hints(trajectories: Sequence[Trajectory]) -> dict[tuple[int, int | None], str]:
+    """Per task group (group id, seed), the final answer of its best verified rollout, as a
+    line of privileged context ("a successful sibling rollout from the same group")."""
+    best: dict[tuple[int, int | None], Trajectory] = {}
+    for t in trajectories:
+        if not (t.success and any(turn.action_ids for turn in t.turns)):
+            continue
+        key = (t.group, t.seed)
+        cur = best.get(key)
+        if cur is None or (len(t.turns), t.num_action_tokens) < (
+            len(cur.turns),
+            cur.num_action_tokens,
+        ):
+            best[key] = t
+    return {
+        key: f"A verified answer from another attempt: {t.turns[-1].action_text}"
+        for key, t in best.items()
+    }
+
+
 def teacher_sequences(
-    engine: RolloutEngine, trajectories: Sequence[Trajectory], privileged: bool
+    engine: RolloutEngine,
+    trajectories: Sequence[Trajectory],
+    privileged: bool,
+    hints: Mapping[tuple[int, int | None], str] | None = None,
 ) -> list[tuple[list[int], list[int]]]:
     """The sequences a teacher must run, each with the positions of the action tokens in it.
 
     Without privileged context, one sequence per trajectory (its own tokens). With it, one
     sequence per turn: the re-rendered context, then that turn's action tokens unchanged.
+    `hints` (from `sibling_hints`) add a line per task group to the privileged context.
 
     Returns:
         `(token_ids, action_positions)` pairs, whose positions, concatenated, follow the
@@ -64,7 +88,10 @@ def teacher_sequences(
         for k, turn in enumerate(traj.turns):
             if not turn.action_ids:
                 continue
-            context = engine.turn_context_ids(traj, k, privileged_before(traj, k))
+            text = privileged_before(traj, k)
+            extra = (hints or {}).get((traj.group, traj.seed), "")
+            text = f"{text}\n{extra}" if text and extra else text or extra
+            context = engine.turn_context_ids(traj, k, text)
             ids = context + list(turn.action_ids)
             out.append((ids, list(range(len(context), len(ids)))))
     return out

@@ -1,65 +1,39 @@
 """Cross-tokenizer distillation: a local teacher whose tokenizer (and chat template) differs
 from the student's scores the student's actions as TEXT, projected onto the student's tokens.
 
-Why. Two vocabularies share no support, so full-vocabulary (and top-k) divergences between
-the two next-token distributions are undefined. What both models define is the probability
-of the same string. So the teacher gives the log-probability of each span of the action's
-text, and the sequence-level objective (or any sampled-token estimator: k1, k3, REINFORCE)
-uses it as if it were a per-token log-prob.
+Two vocabularies share no support, so full-vocabulary and top-k divergences between the two
+next-token distributions are undefined; what both models define is the probability of the
+same string. The method (docs/cross_tokenizer.md; the chunks follow ALM, Minixhofer et al.
+2025, "Cross-Tokenizer Distillation via Approximate Likelihood Matching", arXiv 2503.20083):
 
-The method (after the chunk alignment of ALM, Minixhofer et al. 2025, "Cross-Tokenizer
-Distillation via Approximate Likelihood Matching", arXiv 2503.20083):
+1. Text. Each action's context (the conversation before it, optionally with the privileged
+   system message as the student's engine adds it) is rendered with the TEACHER's chat
+   template by a rollout engine over the teacher's tokenizer; the action text is the
+   student's tokens decoded, special tokens skipped. A student action that ends with one of
+   its EOS ids gets the teacher's end-of-turn token (`end_of_turn_id`) as its own chunk.
+2. The teacher tokenizes the text on its own (literal special-token strings stay text) after
+   its context; one batched, no-grad forward over left-padded buckets that keeps only the
+   last positions' logits gives each teacher action token's log-prob.
+3. A token boundary at character c is valid when decoding the tokens up to it gives exactly
+   `text[:c]` (`token_ends`): none lies inside a UTF-8 character; skipped special tokens
+   are zero-width. Chunks are the maximal spans between boundaries valid on both sides
+   (`align_chunks`); a chunk's teacher log-prob is the sum of its teacher tokens'.
+4. `project_logprobs` splits each chunk's log-prob over its student tokens so that they sum
+   to it: `last` (default) gives every token but the last the student's own sampling
+   log-prob (k1 = 0) and the last the remainder; `uniform` spreads the chunk's k1 evenly.
+   Either way Σ_t (log q_t − log p̂_t) = log q(tokens) − log p(text) exactly per action. A
+   chunk without teacher tokens (zero-width tokens only) keeps the student's own log-probs.
 
-1. Text. For action k of a trajectory, the context is the conversation before it
-   (`Trajectory.messages`, optionally with the privileged system message exactly as the
-   student's engine adds it), rendered with the TEACHER's chat template with the generation
-   prompt, by a rollout engine over the teacher's tokenizer (only engines render templates).
-   The action text is the student's action tokens decoded with special tokens skipped (what
-   the environment received). When the student's last action token is one of its EOS ids
-   (its end of turn), it maps to the teacher's end-of-turn token: the first token of what the
-   teacher's template writes right after an assistant message's content (e.g. `<|im_end|>`),
-   else the teacher's EOS. That pair is its own chunk.
-2. Teacher forward. The action text is tokenized by the teacher on its own (as the teacher
-   would have generated it after the prompt; literal special-token strings stay text), and
-   appended to the teacher's context. One batched forward, no gradient, left-padded buckets of
-   similar length that keep only the last positions' logits, gives each teacher action
-   token's log-prob.
-3. Alignment. A token boundary of a tokenization of `text` is valid at character c when
-   decoding the tokens up to it gives exactly `text[:c]` (`token_ends`). Byte-level tokens
-   that split a UTF-8 character decode to U+FFFD, so no boundary lies inside a character;
-   special tokens skipped by decoding are zero-width. Chunks are the maximal spans between
-   consecutive boundaries valid in both tokenizations (`align_chunks`); the teacher's
-   log-prob of a chunk is the sum of its tokens' log-probs.
-4. Projection (`project_logprobs`). Per chunk, the per-student-token teacher log-probs sum to
-   the teacher's chunk log-prob. Default `"last"`: every student token of the chunk but the
-   last gets the student's own sampling log-prob (its k1 term is 0) and the last gets the
-   chunk log-prob minus those. `"uniform"` instead spreads the chunk's k1 evenly over its
-   tokens. Either way Σ_t (log q_t − log p̂_t) over an action equals log q(tokens) −
-   log p(text) exactly, so the sequence-level reward is exact; only its split inside a
-   chunk is a choice. With `"last"` the reward-to-go (discount 1) of every token of a chunk
-   contains the whole chunk's reward, which is the right credit (each of those tokens shaped
-   the chunk); with discount 0 only the chunk's last token gets a gradient, and
-   `"uniform"` gives every token a share. Identical tokenizations give one chunk per token
-   and the teacher's own per-token log-probs, bit for bit.
-   A chunk with no teacher tokens (only zero-width student tokens, e.g. an empty action) has
-   no teacher opinion: its tokens get their own log-probs (k1 = 0).
+The result is `TeacherSignal(logprobs_N=...)` in `action_rows` order and no logits, for the
+sequence-level objective or sampled-token estimators; `check_objective` refuses the others.
+`CrossTokenizerTeacher.diagnostics` holds the last batch's `AlignmentStats.metrics()`.
 
-The result is `TeacherSignal(logprobs_N=...)` in `action_rows` order, and no logits: token-
-level objectives with the full or top-k estimator must refuse this teacher
-(`check_objective`). `CrossTokenizerTeacher.diagnostics` holds the last batch's alignment
-statistics (`AlignmentStats.metrics()`).
-
-Not covered / departures:
-- ALM compares chunk likelihoods with a binarised f-divergence and trains the student on
-  them; here the chunk log-probs only feed the sampled-token objectives this project already
-  has. Byte-level probabilities marginalised over tokenizations (exact but costly) are not
-  computed: the teacher scores its canonical tokenization of the text.
-- Decoders that are not prefix-stable (e.g. SentencePiece ones that strip the text's leading
-  space, or clean-up rules that rewrite earlier text) make the fast incremental boundary
-  search fail; it then falls back to decoding every prefix, exact but quadratic in the
-  action's length. A teacher whose tokenization does not round-trip the text (normalisers,
-  unknown tokens) gets boundaries only where its decoding agrees with the text; the rest
-  merges into larger chunks.
+Not covered: byte-level probabilities marginalised over the teacher's tokenizations (the
+teacher scores its canonical tokenization only); ALM's chunk-level loss (the chunk log-probs
+feed this project's sampled-token objectives instead). Decoders that are not prefix-stable
+(SentencePiece ones that strip a leading space, clean-up rules) make the fast boundary search
+fall back to decoding every prefix: exact, quadratic in the action's length. Where a teacher's
+tokenization does not round-trip the text, chunks merge up to the end.
 """
 
 from __future__ import annotations
@@ -79,6 +53,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
 
     from opd_selfplay.rollout import RolloutEngine
+
+__all__ = [
+    "AlignmentStats",
+    "Chunk",
+    "CrossTokenizerTeacher",
+    "TurnAlignment",
+    "align_action",
+    "align_chunks",
+    "check_objective",
+    "end_of_turn_id",
+    "project_logprobs",
+    "same_vocabulary",
+    "token_ends",
+]
 
 Projection = Literal["last", "uniform"]
 Decode = Callable[[Sequence[int]], str]
@@ -540,8 +528,8 @@ class CrossTokenizerTeacher:
         try:
             start = 0
             while start < len(order):
-                members, width, keep = [order[start]], 0, 0
-                width, keep = len(seqs[order[start]][0]), seqs[order[start]][1] + 1
+                members = [order[start]]
+                width, keep = len(seqs[members[0]][0]), seqs[members[0]][1] + 1
                 for i in order[start + 1 :]:
                     w, kp = max(width, len(seqs[i][0])), max(keep, seqs[i][1] + 1)
                     rows = len(members) + 1
@@ -555,10 +543,16 @@ class CrossTokenizerTeacher:
                 start += len(members)
                 ids = torch.full((len(members), width), self.pad_id, dtype=torch.long)
                 mask = torch.zeros((len(members), width), dtype=torch.long)
+                row_b, row_t, targets = [], [], []
                 for r, i in enumerate(members):
-                    seq = seqs[i][0]
+                    seq, n = seqs[i]
                     ids[r, width - len(seq) :] = torch.as_tensor(seq, dtype=torch.long)
                     mask[r, width - len(seq) :] = 1
+                    # Left padding: the n scored tokens are the row's last; the logits that
+                    # predict them sit at kept positions keep - 1 - n ... keep - 2.
+                    row_b.extend([r] * n)
+                    row_t.extend(range(keep - 1 - n, keep - 1))
+                    targets.extend(seq[-n:])
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)
                 extra = {"logits_to_keep": keep} if self._keep_logits else {}
                 logits = model(
@@ -568,12 +562,17 @@ class CrossTokenizerTeacher:
                     use_cache=False,
                     **extra,
                 ).logits[:, -keep:]
-                logp = torch.log_softmax(logits.float(), dim=-1)
-                for r, i in enumerate(members):
-                    seq, n = seqs[i]
-                    target = torch.as_tensor(seq[-n:], dtype=torch.long, device=logp.device)
-                    picked = logp[r, keep - 1 - n : keep - 1].gather(-1, target[:, None])
-                    out[i] = picked.squeeze(-1).tolist()
+                index = (torch.as_tensor(row_b), torch.as_tensor(row_t))
+                picked = logits[index[0].to(logits.device), index[1].to(logits.device)].float()
+                target = torch.as_tensor(targets, dtype=torch.long, device=picked.device)
+                lp = (
+                    picked.gather(-1, target[:, None]).squeeze(-1) - picked.logsumexp(-1)
+                ).tolist()
+                offset = 0
+                for i in members:
+                    n = seqs[i][1]
+                    out[i] = lp[offset : offset + n]
+                    offset += n
         finally:
             model.train(was_training)
         return out
@@ -587,18 +586,3 @@ class CrossTokenizerTeacher:
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         pass
-
-
-__all__ = [
-    "AlignmentStats",
-    "Chunk",
-    "CrossTokenizerTeacher",
-    "TurnAlignment",
-    "align_action",
-    "align_chunks",
-    "check_objective",
-    "end_of_turn_id",
-    "project_logprobs",
-    "same_vocabulary",
-    "token_ends",
-]

@@ -15,6 +15,7 @@ from opd_selfplay.teachers.base import (
     action_rows,
     frozen_copy,
     sampled_token_ids,
+    sibling_hints,
     teacher_sequences,
     unwrap,
 )
@@ -38,6 +39,8 @@ class ModelTeacher:
         refresh_every: for `snapshot`, copy the student again every K steps (0 = never).
         ema_decay: for `ema`, the weight of the old teacher in each update.
         student_vocab: the student's vocabulary size, checked against the teacher's.
+        sibling: with `privileged`, also show the final answer of the best verified rollout
+            of the same task group (SDPO-style); call `prepare` with the step's episodes.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class ModelTeacher:
         refresh_every: int = 0,
         ema_decay: float = 0.99,
         student_vocab: int | None = None,
+        sibling: bool = False,
     ) -> None:
         if update not in ("fixed", "snapshot", "ema", "live"):
             raise ValueError(f"teacher update must be fixed, snapshot, ema or live; got {update!r}")
@@ -65,15 +69,23 @@ class ModelTeacher:
                 "white-box distillation needs the same tokenizer"
             )
         self.pad_id = int(engine.tokenizer.pad_token_id or 0)
+        self.sibling = sibling and privileged
+        self.hints: dict[tuple[int, int | None], str] = {}
 
     @property
     def name(self) -> str:
-        return f"{'privileged ' if self.privileged else ''}{self.update}"
+        sibling = " + sibling" if self.sibling else ""
+        return f"{'privileged ' if self.privileged else ''}{self.update}{sibling}"
+
+    def prepare(self, trajectories: Sequence[Trajectory]) -> None:
+        """See the whole step's episodes before scoring them in micro-batches (the sibling
+        hint of a group needs all its members)."""
+        self.hints = sibling_hints(trajectories) if self.sibling else {}
 
     @torch.no_grad()
     def score(self, trajectories: Sequence[Trajectory]) -> TeacherSignal:
         """Full logits and the sampled tokens' log-probs at every action token."""
-        sequences = teacher_sequences(self.engine, trajectories, self.privileged)
+        sequences = teacher_sequences(self.engine, trajectories, self.privileged, self.hints)
         was_training = self.model.training
         self.model.eval()
         try:

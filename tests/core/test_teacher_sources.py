@@ -211,3 +211,31 @@ def test_spin_opponent_plays_scores_and_follows_the_student(tiny_path):
     assert torch.allclose(spin.sequence_logprobs(seqs), ref)  # still the previous iterate
     spin.after_step(student.model, 2)
     assert not torch.allclose(spin.sequence_logprobs(seqs), ref, atol=1e-4)
+
+
+def test_privileged_teacher_with_a_sibling_hint_sees_the_verified_answer(tiny_policy):
+    from opd_selfplay.teachers import ModelTeacher
+    from opd_selfplay.teachers.base import sibling_hints, teacher_sequences
+
+    engine = RolloutEngine(tiny_policy, RolloutConfig(max_turns=2, max_new_tokens=6))
+    # group 0: the second member is right first time; group 1: nobody is right
+    trajs = _arith_demos(engine, [(False, False), (True,), (False, True), (False, False)])[:2]
+    trajs += [dataclasses.replace(t, group=1) for t in _arith_demos(engine, [(False, False)] * 2)]
+    hints = sibling_hints(trajs)
+    answer = trajs[1].turns[-1].action_text
+    assert hints == {(0, trajs[0].seed): f"A verified answer from another attempt: {answer}"}
+    plain = ModelTeacher(tiny_policy.model, engine, "live", privileged=True)
+    sib = ModelTeacher(tiny_policy.model, engine, "live", privileged=True, sibling=True)
+    sib.prepare(trajs)
+    seqs = teacher_sequences(engine, trajs[:1], True, sib.hints)
+    tok = engine.tokenizer
+    for k, (ids, positions) in enumerate(seqs):
+        context = tok.decode(ids[: positions[0]])
+        assert hints[(0, trajs[0].seed)] in context
+        assert tuple(ids[p] for p in positions) == trajs[0].turns[k].action_ids
+    a, b = plain.score(trajs), sib.score(trajs)
+    n0 = trajs[0].num_action_tokens + trajs[1].num_action_tokens
+    assert not torch.allclose(a.logprobs_N[:n0], b.logprobs_N[:n0], atol=1e-4)
+    # No verified sibling, no hint: the same scores (up to padding in another batch).
+    assert torch.allclose(a.logprobs_N[n0:], b.logprobs_N[n0:], atol=1e-5)
+    assert sib.name == "privileged live + sibling"
