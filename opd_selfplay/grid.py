@@ -42,9 +42,11 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+from opd_selfplay.errors import InputError
 
 ENV = "opd/Arithmetic-v0"
 
@@ -83,8 +85,6 @@ class GridSettings:
     """Learning rate of every cell (constant) and of both warm starts (cosine)."""
 
     def __post_init__(self) -> None:
-        from opd_selfplay.errors import InputError
-
         for name in ("steps", "episodes_per_step", "eval_episodes", "threads"):
             if getattr(self, name) < 1:
                 raise InputError(f"grid setting {name} must be >= 1, got {getattr(self, name)}")
@@ -440,6 +440,7 @@ def run_grid(
     settings: GridSettings,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    only: Sequence[str] | None = None,
 ) -> list[Row]:
     """Build the models, run every cell, write results.md, results.csv, plots.png, grid.json.
 
@@ -448,6 +449,7 @@ def run_grid(
         settings: the sizes (`QUICK`, `FULL`, or a variant).
         seed: seed of the warm starts and of every cell.
         log: progress lines (default: stderr).
+        only: run just these cells (names; the reference rows are always there).
     Returns:
         The rows: two reference rows (the starting student, the white-box teacher), then one
         per cell.
@@ -480,6 +482,12 @@ def run_grid(
             t_m["success"], kl_to_teacher=0.0, steps=0, status="reference"),
     ]  # fmt: skip
     cells = grid_cells(settings)
+    if only:
+        known = [c.name for c in cells]
+        unknown = [n for n in only if n not in known]
+        if unknown:
+            raise InputError(f"--cells: unknown cell {unknown[0]!r}; cells: {', '.join(known)}")
+        cells = [c for c in cells if c.name in only]
     runnable = [c for c in cells if not c.unsupported]
     for cell in cells:
         if not cell.unsupported:

@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="episodes per step in every cell, a multiple of 4 (default: preset's)",
     )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument(
+        "--cells", default="", help="comma-separated cell names to run (default: all of them)"
+    )
     p.set_defaults(func=run)
 
 
@@ -72,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"--out {out}: exists and is not an empty folder; choose a new one")
-    rows = run_grid(out, settings, seed=args.seed)
+    only = [c.strip() for c in args.cells.split(",") if c.strip()]
+    rows = run_grid(out, settings, seed=args.seed, only=only or None)
     print(markdown_table(rows))
     print(f"wrote {out}/results.md, results.csv, plots.png", file=sys.stderr)
     failed = [r.cell for r in rows if r.status.startswith("failed")]
