@@ -115,6 +115,7 @@ def test_grid_quick_writes_table_csv_plot_and_one_run_per_cell(tmp_path, cli_env
         (["--steps", "0"], "--steps must be >= 1, got 0"),
         (["--episodes-per-step", "6"], "episodes_per_step must be a multiple of 4"),
         (["--warm-steps", "-1"], "--warm-steps must be >= 0"),
+        (["--cells", "wb-token-fkl,nope"], "--cells: unknown cell 'nope'; cells: wb-token-fkl,"),
     ],
 )
 def test_grid_bad_input_exits_2_with_one_line(tmp_path, cli_env, args, message):

@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from opd_selfplay.grid import FULL, QUICK, markdown_table, run_grid
+    from opd_selfplay.grid import FULL, QUICK, grid_cells, markdown_table, run_grid
 
     settings = QUICK if args.quick else FULL
     changes: dict[str, int] = {"threads": args.threads}
@@ -72,10 +72,14 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
     settings = replace(settings, **changes)
+    only = [c.strip() for c in args.cells.split(",") if c.strip()]
+    known = [c.name for c in grid_cells(settings)]
+    for name in only:
+        if name not in known:
+            raise InputError(f"--cells: unknown cell {name!r}; cells: {', '.join(known)}")
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"--out {out}: exists and is not an empty folder; choose a new one")
-    only = [c.strip() for c in args.cells.split(",") if c.strip()]
     rows = run_grid(out, settings, seed=args.seed, only=only or None)
     print(markdown_table(rows))
     print(f"wrote {out}/results.md, results.csv, plots.png", file=sys.stderr)
