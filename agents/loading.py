@@ -2,7 +2,8 @@
 
 `MODEL` is one of:
 - `tiny`: the built-in offline model (built once, cached; see `agents.tiny`), or
-  `tiny:KEY=VALUE,...` with fields of `TinyModelSpec` (e.g. `tiny:seed=1,hidden_size=256`);
+  `tiny:KEY=VALUE,...` with fields of `TinyModelSpec` (e.g. `tiny:seed=1,hidden_size=256`,
+  `tiny:tokenizer=bpe` for the second, BPE tokenizer);
 - a local Hugging Face model folder (with `config.json`);
 - `http(s)://host:port[/v1]`: an OpenAI-compatible server (`opd serve`, vLLM, SGLang…);
 - `vllm:PATH`: in-process vLLM on a GPU (optional extra);
@@ -84,13 +85,19 @@ def tiny_spec(model: str):  # -> TinyModelSpec
 
     if model == "tiny":
         return TinyModelSpec()
-    fields = {f.name for f in dataclasses.fields(TinyModelSpec)}
-    values: dict[str, int] = {}
+    # Field types may be strings (`from __future__ import annotations` in agents.tiny).
+    fields = {f.name: f.type in (int, "int") for f in dataclasses.fields(TinyModelSpec)}
+    values: dict[str, int | str] = {}
     for part in model[len("tiny:") :].split(","):
         key, sep, value = part.partition("=")
-        if not sep or key not in fields or not value.lstrip("-").isdigit():
+        is_int = fields.get(key, False)
+        if not sep or key not in fields or (is_int and not value.lstrip("-").isdigit()):
             raise InputError(
-                f"--model {model}: expected tiny:KEY=INT,... with KEY one of {', '.join(sorted(fields))}"
+                f"--model {model}: expected tiny:KEY=INT,... (or tokenizer=byte|bpe) with KEY "
+                f"one of {', '.join(sorted(fields))}"
             )
-        values[key] = int(value)
-    return TinyModelSpec(**values)
+        values[key] = int(value) if is_int else value
+    try:
+        return TinyModelSpec(**values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise InputError(f"--model {model}: {exc}") from None

@@ -68,6 +68,10 @@ class TeacherSection:
     model: str = ""
     """white_box: a model folder or 'tiny'; grey_box: a server URL or a model folder;
     black_box: a server URL (chat API) or a model folder/'tiny' (any tokenizer)."""
+    cross_tokenizer: bool = False
+    """white_box: the teacher has another tokenizer; score the student's text on aligned
+    character spans (sampled-token log-probs: objective.kind=sequence; see
+    docs/cross_tokenizer.md). Off: a different vocabulary is an error."""
     judge: bool = False
     """black_box: score the student's answers 0-10 as a reward (objective outcome/hybrid)
     instead of writing target answers (objective sequence/hybrid)."""
@@ -270,6 +274,19 @@ class TrainConfig:
                 "teacher.kind=spin_opponent and objective.kind=spin go together; "
                 f"got teacher.kind={t}, objective.kind={o}"
             )
+        if self.teacher.cross_tokenizer:
+            if t != "white_box":
+                raise InputError(
+                    f"teacher.cross_tokenizer applies to teacher.kind=white_box, not {t}"
+                )
+            if self.rollout.sample_from != "student":
+                raise InputError(
+                    "teacher.cross_tokenizer: the teacher cannot sample with the student's "
+                    "tokenizer; use rollout.sample_from=student"
+                )
+            from opd_selfplay.teachers.cross_tokenizer import check_objective
+
+            check_objective(o)
         judge = t == "black_box" and self.teacher.judge
         if t in TARGET_TEACHERS and not judge and o not in ("sequence", "hybrid"):
             raise InputError(

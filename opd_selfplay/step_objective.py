@@ -28,6 +28,7 @@ from opd_selfplay.objectives import (
     token_level_topk_loss,
 )
 from opd_selfplay.teachers import (
+    CrossTokenizerTeacher,
     ModelTeacher,
     ServerTeacher,
     SpinOpponent,
@@ -40,7 +41,16 @@ from opd_selfplay.teachers import (
 from opd_selfplay.teachers.spin import sum_per_sequence
 from opd_selfplay.types import Trajectory
 
-Teacher = ModelTeacher | ServerTeacher | TextTeacher | VerifiedSelfTeacher | SpinOpponent
+Teacher = (
+    ModelTeacher
+    | ServerTeacher
+    | CrossTokenizerTeacher
+    | TextTeacher
+    | VerifiedSelfTeacher
+    | SpinOpponent
+)
+SCORERS = (ModelTeacher, ServerTeacher, CrossTokenizerTeacher)
+"""Teachers that score the student's own tokens (`score` → `TeacherSignal`)."""
 
 
 def all_reduce_sum(value: float) -> float:
@@ -56,11 +66,7 @@ class StepObjective:
 
     def _reads_own_tokens(self, has_advantages: bool) -> bool:
         """Whether a term of the objective is computed on the student's sampled tokens."""
-        return (
-            isinstance(self.teacher, ModelTeacher | ServerTeacher)
-            or has_advantages
-            or self.reference is not None
-        )
+        return isinstance(self.teacher, SCORERS) or has_advantages or self.reference is not None
 
     def _own_tokens_backward(
         self,
@@ -72,7 +78,7 @@ class StepObjective:
         """Backward of the terms on the student's own tokens, micro-batch by micro-batch;
         returns their diagnostics averaged over this rank's action tokens."""
         mb = self.config.optim.micro_batch
-        scorer = self.teacher if isinstance(self.teacher, ModelTeacher | ServerTeacher) else None
+        scorer = self.teacher if isinstance(self.teacher, SCORERS) else None
         sums: dict[str, float] = {}
         for start in range(0, len(trajs), mb):
             chunk = trajs[start : start + mb]
@@ -84,7 +90,9 @@ class StepObjective:
             (loss * self.world).backward()
             for k, v in diag.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * sum(t.num_action_tokens for t in chunk)
-        return {k: v / max(n_local, 1) for k, v in sums.items()}
+        out = {k: v / max(n_local, 1) for k, v in sums.items()}
+        out.update(getattr(scorer, "diagnostics", None) or {})  # the last micro-batch's
+        return out
 
     def _rewards(self, trajs: list[Trajectory]) -> torch.Tensor:
         """The rewards behind outcome advantages: the env's, or mixed with a judge's."""

@@ -41,17 +41,20 @@ import torch
 from opd_selfplay import checkpoint as ckpt
 from opd_selfplay.advantages import group_advantages
 from opd_selfplay.config import TrainConfig
+from opd_selfplay.errors import InputError
 from opd_selfplay.evaluation import EVAL_SEED_BASE, evaluate
 from opd_selfplay.rollout import RolloutConfig, RolloutEngine
 from opd_selfplay.runlog import Progress, RunLog
 from opd_selfplay.step_objective import StepObjective, Teacher, all_reduce_sum
 from opd_selfplay.teachers import (
+    CrossTokenizerTeacher,
     ModelTeacher,
     ServerTeacher,
     SpinOpponent,
     TextTeacher,
     VerifiedSelfTeacher,
 )
+from opd_selfplay.teachers.cross_tokenizer import same_vocabulary
 from opd_selfplay.warmstart import warm_start
 
 
@@ -177,6 +180,16 @@ class Trainer(StepObjective):
         from opd_selfplay.agents.loading import load_policy
 
         teacher_policy = load_policy(t.model, device=self.config.device)
+        if t.kind == "white_box" and not same_vocabulary(
+            self.policy.tokenizer, teacher_policy.tokenizer
+        ):
+            if not t.cross_tokenizer:
+                raise InputError(
+                    f"teacher.model {t.model}: its tokenizer ({len(teacher_policy.tokenizer)} "
+                    f"tokens) differs from the student's ({len(self.policy.tokenizer)}); set "
+                    "teacher.cross_tokenizer=true with objective.kind=sequence"
+                )
+            return CrossTokenizerTeacher(teacher_policy, self.engine, privileged=t.privileged)
         if t.kind == "white_box":
             return ModelTeacher(
                 teacher_policy.model,

@@ -45,6 +45,7 @@ from opd_selfplay.teachers.base import (
     sampled_token_ids,
     teacher_sequences,
 )
+from opd_selfplay.teachers.cross_tokenizer import CrossTokenizerTeacher
 from opd_selfplay.teachers.model import ModelTeacher
 from opd_selfplay.teachers.server import ServerTeacher
 from opd_selfplay.teachers.spin import SpinOpponent
@@ -52,6 +53,7 @@ from opd_selfplay.teachers.text import TextTeacher
 from opd_selfplay.teachers.verified import VerifiedSelfTeacher
 
 __all__ = [
+    "CrossTokenizerTeacher",
     "ModelTeacher",
     "ServerTeacher",
     "SpinOpponent",

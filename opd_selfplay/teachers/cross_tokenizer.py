@@ -323,8 +323,8 @@ def check_objective(kind: str, estimator: str | None = None) -> None:
     how = f" with estimator {estimator}" if estimator else ""
     raise InputError(
         f"objective.kind={kind}{how} needs teacher logits over the student's vocabulary, which "
-        "a teacher with another tokenizer cannot give; use objective.kind=sequence or a "
-        f"sampled-token estimator ({', '.join(SAMPLED_TOKEN_ESTIMATORS)})"
+        "a teacher with another tokenizer cannot give; use objective.kind=sequence (in code: "
+        f"a sampled-token estimator, {', '.join(SAMPLED_TOKEN_ESTIMATORS)})"
     )
 
 

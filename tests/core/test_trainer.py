@@ -248,6 +248,16 @@ def test_off_policy_distillation_samples_from_the_teacher(tmp_path):
         ),
         (
             {
+                "teacher.kind": "white_box",
+                "teacher.model": "tiny:tokenizer=bpe",
+                "teacher.cross_tokenizer": "true",
+                "objective.kind": "sequence",
+            },
+            "privileged cross-tokenizer white-box",
+            "xtok/chunks_per_token",
+        ),
+        (
+            {
                 "teacher.kind": "spin_opponent",
                 "objective.kind": "spin",
                 "teacher.refresh_every": "1",
@@ -291,8 +301,29 @@ def test_teacher_sources_without_logits_train(tmp_path, overrides, teacher_name,
             "gives rewards: use objective.kind=outcome or hybrid",
         ),
         ({"teacher.kind": "black_box", "objective.kind": "sequence"}, "teacher.model is required"),
+        (
+            {"teacher.kind": "white_box", "teacher.model": "x", "teacher.cross_tokenizer": "true"},
+            "objective.kind=token needs teacher logits over the student's vocabulary",
+        ),
+        (
+            {"teacher.cross_tokenizer": "true", "objective.kind": "sequence"},
+            "teacher.cross_tokenizer applies to teacher.kind=white_box",
+        ),
     ],
 )
 def test_teacher_objective_pairings_are_checked(overrides, message):
     with pytest.raises(InputError, match=message):
         load_config(overrides=overrides)
+
+
+def test_a_teacher_with_another_tokenizer_is_refused_naming_both_sizes(tmp_path):
+    config = load_config(
+        overrides={
+            **TINY,
+            "teacher.kind": "white_box",
+            "teacher.model": "tiny:tokenizer=bpe",
+            "objective.kind": "sequence",
+        }
+    )
+    with pytest.raises(InputError, match=r"\(512 tokens\) differs from the student's \(262\)"):
+        Trainer(config, tmp_path).run()
