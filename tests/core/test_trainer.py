@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from opd_selfplay import checkpoint as ckpt
-from opd_selfplay.config import load_config
+from opd_selfplay.config import PRESETS, load_config
 from opd_selfplay.errors import InputError
 from opd_selfplay.trainer import Trainer
 
@@ -327,3 +327,12 @@ def test_a_teacher_with_another_tokenizer_is_refused_naming_both_sizes(tmp_path)
     )
     with pytest.raises(InputError, match=r"\(512 tokens\) differs from the student's \(262\)"):
         Trainer(config, tmp_path).run()
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_is_a_valid_config(preset):
+    config = load_config(overrides={"teacher.model": "tiny"}, preset=preset)
+    for key, value in PRESETS[preset].items():
+        section, _, name = key.rpartition(".")
+        holder = getattr(config, section) if section else config
+        assert getattr(holder, name) == value, key
