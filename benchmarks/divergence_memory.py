@@ -35,7 +35,10 @@ round takes ~6 minutes on 2 cores. `--quick` uses 256 positions and one timed st
 (~2.5 GB peak, 2–4 minutes on a busy 2-core machine).
 
 Usage: `python benchmarks/divergence_memory.py [--quick] [--positions N] [--json FILE]`, or
-`run(quick)` from Python, which returns the records as a dict.
+`run(quick)` from Python, which returns the records as a dict; `suite(quick)` is the same run
+in the shape of `benchmarks.harness` (one row per contender, round and metric; comparisons of
+ours to TRL's loss and of chunked to unchunked) for `python -m benchmarks`. Under `--tiny`
+(`OPD_BENCH_TINY=1`) it runs 16 positions of the `logits` setting, one round.
 """
 
 from __future__ import annotations
@@ -223,7 +226,9 @@ def run(
                         f"needs ~{need / 2**30:.1f} GiB, {_available_bytes() / 2**30:.1f} GiB available"
                     )
                     continue
-                records[setting][c].append(_spawn(c, setting, positions, steps, chunk))
+                result = _spawn(c, setting, positions, steps, chunk)
+                result["round"] = r
+                records[setting][c].append(result)
     results: dict[str, dict[str, dict]] = {}
     for setting, per in records.items():
         results[setting] = {}
@@ -262,6 +267,7 @@ def run(
                 stats["cpu_ratio"] = stats["cpu_median_s"] / base["cpu_median_s"]
                 stats["peak_ratio"] = stats["peak_median_mb"] / base["peak_median_mb"]
     return {
+        "raw": records,
         "config": {
             "positions": positions,
             "vocab": VOCAB,
@@ -274,6 +280,66 @@ def run(
         },
         "results": results,
     }
+
+
+def suite(quick: bool):  # -> benchmarks.harness.SuiteResult
+    """The benchmark as a `SuiteResult`: metrics seconds, cpu_seconds, peak_mb per (setting,
+    contender, round); a contender that could not run is left out with a note.
+
+    Args:
+        quick: as `run(quick)`.
+    """
+    from benchmarks.harness import Comparison, SuiteResult, records, tiny
+
+    small = tiny()
+    report = run(
+        quick,
+        positions=16 if small else None,
+        rounds=1 if small else None,
+        settings=("logits",) if small else SETTINGS,
+    )
+    cfg = report["config"]
+    rows: list[dict] = []
+    notes = [
+        f"token-level JSD (beta 0.5) loss + backward on {cfg['positions']} positions × "
+        f"V={cfg['vocab']}, {cfg['rounds']} interleaved rounds × {cfg['steps_per_run']} timed "
+        "step(s), each (setting, contender, round) in a fresh process; peak_mb is VmHWM above "
+        "the inputs",
+    ]
+    units = {"seconds": "s", "cpu_seconds": "s", "peak_mb": "MB"}
+    for setting, per in report["raw"].items():
+        for c, results in per.items():
+            runs = [
+                {
+                    "contender": c,
+                    "round": x["round"],
+                    "metrics": {
+                        "seconds": statistics.median(x["times_s"]),
+                        "cpu_seconds": statistics.median(x["cpu_s"]),
+                        "peak_mb": x["peak_bytes"] / 2**20,
+                    },
+                }
+                for x in results
+                if "error" not in x
+            ]
+            rows += records("divergence_memory", setting, runs, units)
+            skipped = report["results"][setting].get(c, {}).get("skipped")
+            if skipped:
+                notes.append(f"{setting}/{c} skipped: {skipped}")
+        same = report["results"][setting].get("_same_work")
+        if same:
+            notes.append(
+                f"{setting}: losses agree to {same['loss_max_rel_diff']:.1e} relative (same work)"
+            )
+    comparisons = []
+    for setting in report["raw"]:
+        for metric in ("peak_mb", "seconds"):
+            comparisons += [
+                Comparison("divergence_memory", setting, metric, "ours_chunked", "trl_gkd"),
+                Comparison("divergence_memory", setting, metric, "ours_unchunked", "trl_gkd"),
+                Comparison("divergence_memory", setting, metric, "ours_chunked", "ours_unchunked"),
+            ]
+    return SuiteResult(rows, comparisons, notes)
 
 
 def _table(report: dict) -> str:

@@ -1,35 +1,107 @@
-"""Sampling and multi-turn rollout throughput, side by side with bare `model.generate`.
+"""Suite "rollout": sampling and multi-turn agent rollouts, side by side with the plain ways.
 
-Run: `python benchmarks/rollout.py [--quick] [--repeats N]`
+Run alone: `python -m benchmarks.rollout [--quick]` (or through `python -m benchmarks`).
 
-1. Sampling: `HFPolicy.generate` vs `model.generate` (transformers, KV cache, sampling) on the
-   same model, the same left-padded batch of prompts and the same number of new tokens (EOS
-   disabled in both, so the work is identical). Interleaved A/B runs; medians, min–max and the
-   ratio (goal: ours / generate ≥ 0.9). Two model sizes: the built-in tiny model (≈1 M
-   parameters, where per-step Python overhead dominates) and a wider one (≈25 M).
-2. Multi-turn rollouts: 64 episodes of `opd/Arithmetic-v0` (falls back to a built-in toy env
-   when the env package is absent), up to 4 turns, through `RolloutEngine`: episodes/s, env
-   steps/s and generated tokens/s.
+Cases and contenders (one thread, interleaved rounds, the same seeded work in every round):
 
-Prints a markdown report; `run(quick)` returns the records for `python -m benchmarks`.
+1. `sampling 1M` and `sampling wide`: `HFPolicy.generate` (`ours`) vs transformers'
+   `model.generate` (`generate`) on the same model, the same left-padded batch of 16 chat
+   prompts and the same number of new tokens (EOS disabled in both, so the work is
+   identical), temperature 1, KV cache in both. Models: the built-in tiny model (≈1 M
+   parameters, where per-step overhead dominates) and a wider one (≈19 M: hidden 512,
+   6 layers). Goal: ours ≥ 0.9× generate's tokens/s.
+2. `Arithmetic-v0` and `ToolUse-v0`: 64 episodes (quick: 16) × up to 4 turns with the tiny
+   model, the same env settings and limits for every contender (`max_attempts=4` so that a
+   wrong answer gets feedback and another turn; 16 new tokens per turn; 2048 context tokens):
+   - `ours`: `RolloutEngine.run` (every turn, all live episodes in one batched `generate`;
+     context tokens extended incrementally);
+   - `naive`: the plain loop a user would write: for each episode, for each turn, render the
+     whole conversation with the tokenizer's chat template, tokenize it and call the same
+     `HFPolicy.generate` on that one sequence, then step the env;
+   - `single_generate`: ONE batched `HFPolicy.generate` over the episodes' first prompts
+     producing the same total number of tokens as `ours` did (EOS disabled): the throughput
+     ceiling of the sampler without turns, envs or re-prefills.
+   Goals: ours ≥ 3× naive's episodes/s; ours ≥ 0.9× single_generate's tokens/s.
+
+TRL 1.16 as a contender: its only multi-turn path is the tool-calling loop inside
+`GRPOTrainer`/`DistillationTrainer` (`_tool_call_loop`, private, run from the trainer's
+`_generate`): tools are Python callables, tool calls are parsed by `parse_response` with a
+response template that TRL only knows for a fixed list of chat templates (Qwen, Llama, GLM,
+…), and there is no turn for environment feedback (user messages) nor a Gymnasium env. It
+cannot drive these envs with this model without rewriting it, so it is not a contender here
+(the suite notes say so).
+
+Not covered: vLLM or server backends (see `benchmarks/gpu.sh`), top-p, stop strings.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import tempfile
+import math
 import time
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 
-import torch
+from benchmarks.harness import Comparison, SuiteResult, interleave, records, tiny
 
-from opd_selfplay.agents.base import SamplingParams
-from opd_selfplay.agents.hf import HFPolicy
-from opd_selfplay.agents.tiny import TinyModelSpec, build_tiny_model, ensure_tiny_model
+SUITE = "rollout"
+WIDE = {
+    "hidden_size": 512,
+    "num_layers": 6,
+    "num_heads": 8,
+    "num_kv_heads": 4,
+    "intermediate_size": 1536,
+}
+UNITS = {
+    "seconds": "s",
+    "cpu_seconds": "s",
+    "tokens_per_s": "tokens/s",
+    "episodes_per_s": "episodes/s",
+    "tokens": "tokens",
+    "turns": "turns",
+}
 
 
-def _prompts(policy: HFPolicy, batch: int) -> list[list[int]]:
+@dataclass(frozen=True)
+class Setting:
+    """Sizes of one run of the suite."""
+
+    sampling_batch: int
+    sampling_tokens: int
+    sampling_rounds: int
+    wide: bool
+    episodes: int
+    max_turns: int
+    new_tokens: int
+    rollout_rounds: int
+
+
+def setting(quick: bool) -> Setting:
+    """The sizes for quick, full and the test's tiny setting."""
+    if tiny():
+        return Setting(4, 4, 1, False, 2, 2, 4, 1)
+    if quick:
+        return Setting(16, 32, 5, True, 16, 4, 16, 2)
+    return Setting(16, 64, 9, True, 64, 4, 16, 3)
+
+
+def _timed(work: Callable[[], dict[str, float]]) -> Callable[[], dict[str, float]]:
+    """Wall and CPU seconds around `work`, plus what it reports."""
+
+    def run() -> dict[str, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = work()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return {"seconds": wall, "cpu_seconds": cpu, **{k: v(wall) for k, v in out.items()}}
+
+    return run  # type: ignore[return-value]
+
+
+# -- sampling: HFPolicy.generate vs model.generate ----------------------------------------------
+
+
+def chat_prompts(policy, batch: int) -> list[list[int]]:
+    """`batch` chat-rendered prompts of different lengths (so the batch is left-padded)."""
     tok = policy.tokenizer
     out = []
     for i in range(batch):
@@ -41,9 +113,10 @@ def _prompts(policy: HFPolicy, batch: int) -> list[list[int]]:
     return out
 
 
-def _bare_generate(policy: HFPolicy, prompts: list[list[int]], new_tokens: int, seed: int) -> int:
-    """transformers' own sampling loop on the same left-padded batch."""
-    tok = policy.tokenizer
+def hf_generate(policy, prompts: list[list[int]], new_tokens: int, seed: int) -> int:
+    """transformers' own sampling loop on the same left-padded batch; returns tokens made."""
+    import torch
+
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), policy.pad_token_id)
     mask = torch.zeros_like(ids)
@@ -62,151 +135,263 @@ def _bare_generate(policy: HFPolicy, prompts: list[list[int]], new_tokens: int, 
             max_new_tokens=new_tokens,
             min_new_tokens=new_tokens,
             eos_token_id=None,
-            pad_token_id=tok.pad_token_id,
+            pad_token_id=policy.tokenizer.pad_token_id,
             use_cache=True,
         )
     return int(out.shape[1] - width) * len(prompts)
 
 
-def _ours(policy: HFPolicy, prompts: list[list[int]], new_tokens: int, seed: int) -> int:
-    samples = policy.generate(prompts, SamplingParams(max_new_tokens=new_tokens, seed=seed))
-    return sum(len(s.token_ids) for s in samples)
+def sampling_case(case: str, model_dir, s: Setting) -> tuple[list[dict], list[Comparison], str]:
+    """HFPolicy.generate vs model.generate on one model."""
+    from opd_selfplay.agents.base import SamplingParams
+    from opd_selfplay.agents.hf import HFPolicy
 
-
-def bench_sampling(model_dir: Path, batch: int, new_tokens: int, repeats: int) -> dict:
     policy = HFPolicy.from_pretrained(model_dir, device="cpu")
     policy.eos_token_ids = frozenset()  # identical work: both run to max_new_tokens
-    prompts = _prompts(policy, batch)
-    _ours(policy, prompts, 4, 0)  # warm-up both paths
-    _bare_generate(policy, prompts, 4, 0)
-    ours, bare = [], []
-    for r in range(repeats):  # interleaved A B A B
-        t = time.perf_counter()
-        n = _ours(policy, prompts, new_tokens, r)
-        ours.append(n / (time.perf_counter() - t))
-        t = time.perf_counter()
-        m = _bare_generate(policy, prompts, new_tokens, r)
-        bare.append(m / (time.perf_counter() - t))
-        assert n == m == batch * new_tokens
+    prompts = chat_prompts(policy, s.sampling_batch)
+    n = s.sampling_tokens
+    seeds = iter(range(10**6))
+
+    def ours() -> dict:
+        samples = policy.generate(prompts, SamplingParams(max_new_tokens=n, seed=next(seeds)))
+        made = sum(len(x.token_ids) for x in samples)
+        assert made == len(prompts) * n, made
+        return {"tokens_per_s": lambda wall: made / wall}
+
+    def bare() -> dict:
+        made = hf_generate(policy, prompts, n, next(seeds))
+        return {"tokens_per_s": lambda wall: made / wall}
+
+    runs = interleave(
+        {"ours": _timed(ours), "generate": _timed(bare)},
+        rounds=s.sampling_rounds,
+        warmup=0 if tiny() else 1,
+    )
     params = sum(p.numel() for p in policy.model.parameters())
-    return {
-        "suite": "sampling",
-        "params": params,
-        "batch": batch,
-        "new_tokens": new_tokens,
-        "ours_tps": ours,
-        "generate_tps": bare,
-        "ratio_median": statistics.median(o / b for o, b in zip(ours, bare)),
-    }
+    note = (
+        f"{case}: {params / 1e6:.1f} M parameters, batch {len(prompts)} × {n} new tokens, "
+        f"EOS disabled, temperature 1, {s.sampling_rounds} rounds"
+    )
+    comparisons = [
+        Comparison(SUITE, case, "tokens_per_s", "ours", "generate", 0.9, lower_is_better=False)
+    ]
+    return records(SUITE, case, runs, UNITS), comparisons, note
 
 
-def bench_rollout(episodes: int, repeats: int) -> dict:
-    from opd_selfplay.agents.loading import load_policy
+# -- multi-turn rollouts ---------------------------------------------------------------------
+
+
+def naive_rollouts(
+    policy,
+    env_id: str,
+    env_kwargs: dict,
+    seeds: list[int],
+    max_turns: int,
+    new_tokens: int,
+    max_context: int,
+    sampling_seed: int,
+) -> tuple[int, int]:
+    """The plain loop: one `generate` per episode per turn, the whole conversation re-rendered
+    and re-tokenized every turn. Returns (turns, generated tokens)."""
+    import gymnasium as gym
+
+    from opd_selfplay.agents.base import SamplingParams
+    from opd_selfplay.rollout import observation_messages, resolve_env_id
+
+    resolve_env_id(env_id)  # registers the built-in ids
+    tok = policy.tokenizer
+    turns = tokens = 0
+    for k, seed in enumerate(seeds):
+        env = gym.make(env_id, disable_env_checker=True, **env_kwargs)
+        try:
+            obs, _ = env.reset(seed=seed)
+            messages = [m.to_dict() for m in observation_messages(obs)]
+            generated = 0  # the same token budget as the engine: context + actions so far
+            for turn in range(max_turns):
+                text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                ids = tok(text, add_special_tokens=False)["input_ids"]
+                room = max_context - len(ids)
+                if room <= 0:
+                    break
+                params = SamplingParams(
+                    max_new_tokens=min(new_tokens, room), seed=sampling_seed + 1000 * k + turn
+                )
+                sample = policy.generate([ids], params)[0]
+                turns += 1
+                generated += len(sample.token_ids)
+                obs, _, terminated, truncated, _ = env.step(sample.text)
+                messages.append({"role": "assistant", "content": sample.text})
+                messages.extend(m.to_dict() for m in observation_messages(obs))
+                if terminated or truncated:
+                    break
+            tokens += generated
+        finally:
+            env.close()
+    return turns, tokens
+
+
+def rollout_case(policy, env_id: str, s: Setting) -> tuple[list[dict], list[Comparison], list[str]]:
+    """Engine vs naive loop vs one batched generate, on one env."""
+    from opd_selfplay.agents.base import SamplingParams
+    from opd_selfplay.agents.hf import HFPolicy
     from opd_selfplay.rollout import RolloutConfig, RolloutEngine
 
-    policy = load_policy("tiny", device="cpu")
+    case = env_id.split("/")[-1]
+    env_kwargs: dict = {"max_attempts": s.max_turns}
+    if env_id == "opd/ToolUse-v0":
+        # Level 1 keeps the byte-level prompt (tool schemas) under the tiny model's 2048
+        # positions; levels 0 and 3 reach 2,115 tokens and end at reset.
+        env_kwargs["difficulty"] = 1
+    seeds = list(range(s.episodes))
+    config = RolloutConfig(
+        max_turns=s.max_turns, max_new_tokens=s.new_tokens, seed=0, env_workers=1
+    )
+    engine = RolloutEngine(policy, config)
+
+    made = {"ours": 0}
+
+    def ours() -> dict:
+        trajs = engine.run(env_id, seeds, env_kwargs=env_kwargs)
+        tokens = sum(t.num_action_tokens for t in trajs)
+        made["ours"] = tokens
+        turns = sum(len(t.turns) for t in trajs)
+        return {
+            "episodes_per_s": lambda wall: len(trajs) / wall,
+            "tokens_per_s": lambda wall: tokens / wall,
+            "tokens": lambda wall: tokens,
+            "turns": lambda wall: turns,
+        }
+
+    def naive() -> dict:
+        turns, tokens = naive_rollouts(
+            policy,
+            env_id,
+            env_kwargs,
+            seeds,
+            s.max_turns,
+            s.new_tokens,
+            config.max_context_tokens,
+            0,
+        )
+        return {
+            "episodes_per_s": lambda wall: len(seeds) / wall,
+            "tokens_per_s": lambda wall: tokens / wall,
+            "tokens": lambda wall: tokens,
+            "turns": lambda wall: turns,
+        }
+
+    # The same seeded engine run every round, so its token count is fixed: measure it once.
+    ours()
+    per_row = max(1, math.ceil(made["ours"] / len(seeds)))
+    flat = HFPolicy(policy.model, policy.tokenizer)
+    flat.eos_token_ids = frozenset()
+    first = [
+        engine.encode(engine.render(_first_messages(env_id, env_kwargs, sd), True)) for sd in seeds
+    ]
+
+    def single() -> dict:
+        samples = flat.generate(first, SamplingParams(max_new_tokens=per_row, seed=0))
+        tokens = sum(len(x.token_ids) for x in samples)
+        return {"tokens_per_s": lambda wall: tokens / wall, "tokens": lambda wall: tokens}
+
+    runs = interleave(
+        {"ours": _timed(ours), "naive": _timed(naive), "single_generate": _timed(single)},
+        rounds=s.rollout_rounds,
+        warmup=0,  # `ours` ran once above; naive's first call warms nothing it lacks
+    )
+    comparisons = [
+        Comparison(SUITE, case, "episodes_per_s", "ours", "naive", 3.0, lower_is_better=False),
+        Comparison(
+            SUITE, case, "tokens_per_s", "ours", "single_generate", 0.9, lower_is_better=False
+        ),
+    ]
+    prompt_len = sorted(len(p) for p in first)
+    notes = [
+        f"{case}: {len(seeds)} episodes × ≤ {s.max_turns} turns × ≤ {s.new_tokens} new tokens, "
+        f"env kwargs {env_kwargs}, first prompts {prompt_len[0]}–{prompt_len[-1]} tokens; "
+        f"ours made {made['ours']} tokens, single_generate {len(seeds)} × {per_row}; "
+        f"{s.rollout_rounds} rounds"
+    ]
+    return records(SUITE, case, runs, UNITS), comparisons, notes
+
+
+def _first_messages(env_id: str, env_kwargs: dict, seed: int):
+    import gymnasium as gym
+
+    from opd_selfplay.rollout import observation_messages
+
+    env = gym.make(env_id, disable_env_checker=True, **env_kwargs)
     try:
-        import gymnasium
-
-        import opd_selfplay.envs  # noqa: F401 - registers opd/Arithmetic-v0
-
-        gymnasium.spec("opd/Arithmetic-v0")
-        env: object = "opd/Arithmetic-v0"
-    except Exception:
-        import sys
-
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from toyenvs import Countdown
-
-        env = lambda: Countdown(turns=4)  # noqa: E731
-    engine = RolloutEngine(policy, RolloutConfig(max_turns=4, max_new_tokens=16, seed=0))
-    runs = []
-    for r in range(repeats):
-        t = time.perf_counter()
-        trajs = engine.run(env, seeds=list(range(r * episodes, (r + 1) * episodes)))
-        dt = time.perf_counter() - t
-        steps = sum(len(tr.turns) for tr in trajs)
-        tokens = sum(tr.num_action_tokens for tr in trajs)
-        runs.append(
-            {
-                "seconds": dt,
-                "episodes_s": len(trajs) / dt,
-                "steps_s": steps / dt,
-                "tokens_s": tokens / dt,
-            }
-        )
-    return {
-        "suite": "rollout",
-        "env": env if isinstance(env, str) else "toy Countdown",
-        "episodes": episodes,
-        "runs": runs,
-    }
+        obs, _ = env.reset(seed=seed)
+        return observation_messages(obs)
+    finally:
+        env.close()
 
 
-def run(quick: bool = False, repeats: int | None = None) -> list[dict]:
-    """All suites; returns the raw records."""
-    torch.set_num_threads(2)
-    repeats = repeats or (3 if quick else 7)
-    records = [
-        bench_sampling(
-            ensure_tiny_model(), batch=16, new_tokens=32 if quick else 64, repeats=repeats
-        )
-    ]
-    if not quick:
-        with tempfile.TemporaryDirectory() as tmp:
-            wide = build_tiny_model(
-                Path(tmp) / "wide",
-                TinyModelSpec(
-                    hidden_size=512,
-                    num_layers=6,
-                    num_heads=8,
-                    num_kv_heads=4,
-                    intermediate_size=1536,
-                ),
-            )
-            records.append(bench_sampling(wide, batch=16, new_tokens=64, repeats=repeats))
-    records.append(bench_rollout(episodes=64, repeats=2 if quick else 3))
-    return records
+def suite(quick: bool) -> SuiteResult:
+    """Run the suite (see the module docstring).
 
+    Args:
+        quick: 16 episodes per rollout case and fewer rounds (about two minutes).
+    Returns:
+        The records, the comparisons and the settings as notes.
+    """
+    import torch
 
-def report(records: list[dict]) -> str:
-    lines = [
-        "| suite | model params | batch × new tokens | ours tokens/s (median, min–max) | generate tokens/s | ours / generate |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for rec in records:
-        if rec["suite"] != "sampling":
-            continue
-        o, g = rec["ours_tps"], rec["generate_tps"]
-        lines.append(
-            f"| sampling | {rec['params'] / 1e6:.1f} M | {rec['batch']} × {rec['new_tokens']} | "
-            f"{statistics.median(o):.0f} ({min(o):.0f}–{max(o):.0f}) | "
-            f"{statistics.median(g):.0f} ({min(g):.0f}–{max(g):.0f}) | {rec['ratio_median']:.2f} |"
-        )
-    for rec in records:
-        if rec["suite"] == "rollout":
-            runs = rec["runs"]
-            med = {
-                k: statistics.median(r[k] for r in runs)
-                for k in ("episodes_s", "steps_s", "tokens_s")
-            }
-            lines += [
-                "",
-                f"Multi-turn rollout, {rec['episodes']} episodes of {rec['env']}, ≤ 4 turns, tiny model: "
-                f"{med['episodes_s']:.1f} episodes/s, {med['steps_s']:.1f} env steps/s, "
-                f"{med['tokens_s']:.0f} generated tokens/s (median of {len(runs)}).",
-            ]
-    return "\n".join(lines)
+    torch.set_num_threads(1)
+    from opd_selfplay.agents.loading import load_policy
+    from opd_selfplay.agents.tiny import TinyModelSpec, ensure_tiny_model
+
+    s = setting(quick)
+    rows: list[dict] = []
+    comparisons: list[Comparison] = []
+    notes = ["one torch thread; the machine is shared, so figures are indicative"]
+    cases = [("sampling 1M", ensure_tiny_model())]
+    if s.wide:
+        cases.append(("sampling wide", ensure_tiny_model(TinyModelSpec(**WIDE))))
+    for case, model_dir in cases:
+        r, c, n = sampling_case(case, model_dir, s)
+        rows += r
+        comparisons += c
+        notes.append(n)
+    policy = load_policy("tiny", device="cpu")
+    for env_id in ("opd/Arithmetic-v0", "opd/ToolUse-v0"):
+        r, c, n = rollout_case(policy, env_id, s)
+        rows += r
+        comparisons += c
+        notes += n
+    notes.append(
+        "TRL 1.16 has no applicable multi-turn rollout path: its tool-calling loop lives inside "
+        "GRPOTrainer/DistillationTrainer (private `_tool_call_loop`), needs Python-callable tools "
+        "and a chat template from its fixed list (for `parse_response`), and has no env-feedback "
+        "turns; so no TRL contender here"
+    )
+    return SuiteResult(rows, comparisons, notes)
 
 
 def main() -> None:
+    """Run the suite alone and print medians and per-round ratios."""
+    import os
+    import statistics
+
+    from benchmarks.harness import ratios, summarize, verdict
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small settings (about a minute)")
-    parser.add_argument(
-        "--repeats", type=int, default=None, help="interleaved repeats per contender"
-    )
+    parser.add_argument("--quick", action="store_true", help="small settings (about 2 minutes)")
     args = parser.parse_args()
-    print(report(run(args.quick, args.repeats)))
+    result = suite(args.quick)
+    for c in result.comparisons:
+        rs = ratios(result.records, c)
+        if not rs:
+            continue
+        summary = summarize(rs)
+        print(
+            f"{c.case:16s} {c.metric:15s} {c.ours}/{c.peer}: {statistics.median(rs):.2f} "
+            f"({summary['min']:.2f}–{summary['max']:.2f}) goal {c.goal} {verdict(summary['median'], c)}"
+        )
+    for note in result.notes:
+        print("-", note)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     warm start (optional) → teacher → evaluate → for each step:
         rollout (the student samples, all episodes of the step in batched turns)
-        → teacher signal (forward only) → objective (micro-batches, global token count)
+        → teacher signal (forward only: logits, top-k, target text, grades or SPIN pairs)
+        → objective (micro-batches, global token count; see step_objective.py)
         → optimizer step → (weights are shared with the sampler: HFPolicy samples from the
           very model being trained) → teacher follows (snapshot / EMA) → log, evaluate,
           checkpoint
