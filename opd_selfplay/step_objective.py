@@ -158,7 +158,8 @@ class StepObjective:
             chunk = pairs[start : start + mb]
             seqs = [r for r, _ in chunk] + [g for _, g in chunk]
             student = self._target_logprobs(seqs, per_sequence=True)
-            ref = self.teacher.sequence_logprobs(seqs).to(student.device)
+            temperature = self.config.rollout.temperature or 1.0
+            ref = self.teacher.sequence_logprobs(seqs, temperature).to(student.device)
             k = len(chunk)
             loss, diag = spin_loss(
                 student[:k],
