@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor
 
 from opd_selfplay.divergences import get_divergence, log_probs, log_probs_value_and_grad
@@ -42,6 +43,7 @@ __all__ = [
     "LinearHead",
     "TokenWeighting",
     "chunked_divergence",
+    "token_logprobs",
 ]
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 22
@@ -333,6 +335,50 @@ def chunked_divergence(
         student_entropy=ent_s.reshape(shape) if with_entropy else None,
         teacher_entropy=ent_t.reshape(shape) if with_entropy else None,
     )
+
+
+def token_logprobs(
+    student: Tensor | LinearHead,
+    ids: Tensor,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """log softmax(logits / T) at one id per row, rows (N, ...) → (N,), in blocks of rows.
+
+    With a `LinearHead`, each block's logits are projected, used and dropped; when gradients
+    are needed each block is recomputed in backward (activation checkpointing), so memory
+    stays O(chunk × V) instead of O(N × V), for one extra projection per block. With logits,
+    this is `estimators.gather_log_probs`.
+
+    Args:
+        student: logits (N, V) or `LinearHead` with hidden (N, H).
+        ids: (N,) int64 token ids.
+        temperature: T > 0.
+        chunk_size: rows per block (default as `chunked_divergence`'s).
+    """
+    from opd_selfplay.estimators import gather_log_probs
+
+    if not isinstance(student, LinearHead):
+        return gather_log_probs(student, ids[:, None], temperature).squeeze(-1)
+    h, w, b = student.hidden, student.weight, student.bias
+    if h.shape[:-1] != ids.shape:
+        raise InputError(f"ids {tuple(ids.shape)} must match the rows {tuple(h.shape[:-1])}")
+    rows = chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // w.shape[0], w.shape[1] // 2)
+
+    def block(hc: Tensor, wc: Tensor, bc: Tensor | None, idc: Tensor) -> Tensor:
+        return gather_log_probs(F.linear(hc, wc, bc), idc[:, None], temperature).squeeze(-1)
+
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (h, w, b))
+    pieces = []
+    for start in range(0, h.shape[0], rows):
+        args = (h[start : start + rows], w, b, ids[start : start + rows])
+        if grad:
+            pieces.append(torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False))
+        else:
+            pieces.append(block(*args))
+    if not pieces:
+        return h.new_zeros((0,), dtype=torch.promote_types(h.dtype, torch.float32))
+    return torch.cat(pieces)
 
 
 # --------------------------------------------------------------------------------------------

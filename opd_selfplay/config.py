@@ -119,6 +119,9 @@ class ObjectiveSection:
     """Coefficient of KL(student ‖ initial student) on action tokens (0 = off)."""
     spin_beta: float = 0.1
     """spin: inverse temperature λ of SPIN's implicit reward."""
+    spin_nll: float = 0.0
+    """spin: weight of a cross-entropy term on the real answers (RPO-style anchor; 0 = pure
+    SPIN)."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from opd_selfplay.chunking import LinearHead, chunked_divergence, token_logprobs
 from opd_selfplay.divergences import get_divergence
 from opd_selfplay.objectives import (
     imitation_loss,
@@ -35,9 +36,9 @@ from opd_selfplay.teachers import (
     TeacherSignal,
     TextTeacher,
     VerifiedSelfTeacher,
-    action_rows,
     sampled_token_ids,
 )
+from opd_selfplay.teachers.base import action_hidden, output_head
 from opd_selfplay.teachers.spin import sum_per_sequence
 from opd_selfplay.types import Trajectory
 
@@ -119,15 +120,25 @@ class StepObjective:
             return t.targets(trajs)
         return None
 
-    def _imitation_backward(self, targets: list[tuple[list[int], list[int]]]) -> dict[str, float]:
-        """Cross-entropy on target text (black-box answers, verified siblings), normalised by
-        the global number of target tokens."""
+    def _imitation_backward(
+        self, targets: list[tuple[list[int], list[int]]], n_batch_global: float
+    ) -> dict[str, float]:
+        """Cross-entropy on target text (black-box answers, verified siblings).
+
+        Normalised by the step's action tokens `n_batch_global`, or by the target tokens when
+        there are more: episodes without a target contribute zero, so a step with few
+        verified winners moves the weights little (rejection-sampling fine-tuning read as
+        REINFORCE with a 0/1 reward), while a teacher that answers every turn gets the plain
+        token mean. (Measured: dividing by the target tokens alone made a step with 3 winners
+        as large as one with 30, and verified self lost 13 points before recovering.)
+        """
         o = self.config.objective
         n_local = sum(len(p) for _, p in targets)
-        n_global = all_reduce_sum(float(n_local))
+        n_targets = all_reduce_sum(float(n_local))
         out = {"targets": float(len(targets)), "target_tokens": float(n_local)}
-        if not n_global:
+        if not n_targets:
             return out
+        n_global = max(n_targets, n_batch_global)
         mb, nll = self.config.optim.micro_batch, 0.0
         for start in range(0, len(targets), mb):
             chunk = targets[start : start + mb]
@@ -150,6 +161,8 @@ class StepObjective:
             if g.num_action_tokens and r[1]
         ]
         n_global = all_reduce_sum(float(len(pairs)))
+        n_real = all_reduce_sum(float(sum(len(r[1]) for r, _ in pairs)))
+        o = self.config.objective
         sums: dict[str, float] = {}
         if not n_global:
             return {"spin/pairs": 0.0}
@@ -166,9 +179,14 @@ class StepObjective:
                 student[k:],
                 ref[:k],
                 ref[k:],
-                beta=self.config.objective.spin_beta,
+                beta=o.spin_beta,
                 num_pairs_global=int(n_global),
             )
+            if o.spin_nll:
+                # RPO-style anchor: cross-entropy on the real answers, per real token.
+                nll = -student[:k].sum() / max(n_real, 1.0)
+                loss = loss + o.spin_nll * nll
+                diag["nll"] = nll.detach() * n_real / max(sum(len(r[1]) for r, _ in chunk), 1)
             (loss * self.world).backward()
             diag["loss"] = loss.detach() * n_global / k
             for key, v in diag.items():
@@ -177,18 +195,25 @@ class StepObjective:
         out["spin/pairs"] = float(len(pairs))
         return out
 
+    def _student_head(self, sequences: list[tuple[list[int], list[int]]]) -> LinearHead:
+        """The student's final hidden states at the action rows of `sequences` (with grad)
+        and its lm_head: logits are projected block by block by whoever consumes them."""
+        # One forward under DDP (its reducer expects one forward per backward); buckets otherwise.
+        bucket = len(sequences) if self.world > 1 else 32
+        hidden = action_hidden(self.train_model, sequences, self.policy.pad_token_id, bucket)
+        weight, bias = output_head(self.train_model)
+        return LinearHead(hidden, weight, bias)
+
     def _target_logprobs(
         self, sequences: list[tuple[list[int], list[int]]], per_sequence: bool = False
     ) -> torch.Tensor:
         """The student's log-probs (with grad) of the target positions of `sequences`:
         one row per target token, or their sum per sequence."""
         temperature = self.config.rollout.temperature or 1.0
-        bucket = len(sequences) if self.world > 1 else 32
-        rows = action_rows(self.train_model, sequences, self.policy.pad_token_id, bucket).float()
-        if per_sequence:
-            return sum_per_sequence(rows, sequences, temperature)
-        ids = torch.as_tensor([seq[p] for seq, ps in sequences for p in ps], device=rows.device)
-        return torch.log_softmax(rows / temperature, dim=-1).gather(-1, ids[:, None]).squeeze(-1)
+        head = self._student_head(sequences)
+        ids = [seq[p] for seq, ps in sequences for p in ps]
+        logp = token_logprobs(head, torch.as_tensor(ids, device=head.hidden.device), temperature)
+        return sum_per_sequence(logp, sequences) if per_sequence else logp
 
     def _loss(
         self,
@@ -197,25 +222,33 @@ class StepObjective:
         adv: torch.Tensor | None,
         n_global: float,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The configured objective on a micro-batch (rows = action tokens in order)."""
+        """The configured objective on a micro-batch (rows = action tokens in order).
+
+        The student's logits are never materialised on the white-box path: the loss takes
+        hidden states and the lm_head (`chunking.LinearHead`), block by block; only the
+        grey-box top-k loss projects all rows at once.
+        """
         o = self.config.objective
         temperature = self.config.rollout.temperature or 1.0
         seqs = [(list(t.token_ids), [i for i, m in enumerate(t.action_mask) if m]) for t in trajs]
-        # One forward under DDP (its reducer expects one forward per backward); buckets otherwise.
-        bucket = len(seqs) if self.world > 1 else 32
-        rows = action_rows(self.train_model, seqs, self.policy.pad_token_id, bucket).float()
-        ids = sampled_token_ids(trajs).to(rows.device)
+        head = self._student_head(seqs)
+        device = head.hidden.device
+        n = head.hidden.shape[0]
+        student = LinearHead(head.hidden[None], head.weight, head.bias)
+        ids = sampled_token_ids(trajs).to(device)
         counts = [t.num_action_tokens for t in trajs]
-        ones = torch.ones((1, rows.shape[0]), device=rows.device)
+        ones = torch.ones((1, n), device=device)
         diag: dict[str, torch.Tensor] = {}
-        loss = rows.new_zeros(())
+        loss = head.hidden.new_zeros((), dtype=torch.float32)
         # Pass the config's mixture weights only to divergences that declare them.
         accepted = get_divergence(o.divergence).defaults
         params = {k: v for k, v in (("beta", o.beta), ("alpha", o.alpha)) if k in accepted}
-        if o.kind in ("token", "hybrid") and signal is not None and signal.logits_NV is not None:
+        full = None if signal is None else signal.full
+        if o.kind in ("token", "hybrid") and full is not None:
+            teacher = _batched(full, device)
             kd, d = token_level_loss(
-                rows[None],
-                signal.logits_NV[None].to(rows.device),
+                student,
+                teacher,
                 ones,
                 n_global,
                 divergence=o.divergence,
@@ -224,16 +257,26 @@ class StepObjective:
             )
             loss = loss + o.kd_weight * kd
             diag.update({f"kd/{k}": v for k, v in d.items()})
-            diag["kl"] = _sampled_kl(rows, signal, ids, temperature)
-        logp = torch.log_softmax(rows / temperature, dim=-1).gather(-1, ids[:, None]).squeeze(-1)
-        sampler = torch.tensor([x for t in trajs for x in _action_logprobs(t)], device=rows.device)
+            diag["kl"] = (
+                d["token_divergence"]
+                if o.divergence == "forward_kl"
+                else _exact_kl(student, teacher, temperature)
+            )
+        needs_logp = o.kind in ("sequence", "outcome", "hybrid") or (
+            signal is not None and signal.topk_ids_NK is not None
+        )
+        if not needs_logp and self.reference is None:
+            diag["loss"] = loss.detach() * n_global / max(sum(counts), 1)
+            return loss, diag
+        logp = token_logprobs(head, ids, temperature)
+        sampler = torch.tensor([x for t in trajs for x in _action_logprobs(t)], device=device)
         lp_BT, mask_BT = _pack(logp, counts)
         old_BT, _ = _pack(sampler, counts)
         if o.kind in ("token", "hybrid") and signal is not None and signal.topk_ids_NK is not None:
             kd, d = token_level_topk_loss(
-                rows[None],
-                signal.topk_logprobs_NK[None].to(rows.device),
-                signal.topk_ids_NK[None].to(rows.device),
+                head.logits()[None],
+                signal.topk_logprobs_NK[None].to(device),
+                signal.topk_ids_NK[None].to(device),
                 ones,
                 n_global,
                 divergence=o.divergence,
@@ -241,9 +284,9 @@ class StepObjective:
             )
             loss = loss + o.kd_weight * kd
             diag.update({f"kd/{k}": v for k, v in d.items()})
-            diag["kl"] = (logp.detach() - signal.logprobs_N.to(rows.device)).mean()  # type: ignore[union-attr]
+            diag["kl"] = (logp.detach() - signal.logprobs_N.to(device)).mean()  # type: ignore[union-attr]
         if o.kind == "sequence" and signal is not None:
-            teacher_BT, _ = _pack(signal.logprobs_N.to(rows.device), counts)  # type: ignore[union-attr]
+            teacher_BT, _ = _pack(signal.logprobs_N.to(device), counts)  # type: ignore[union-attr]
             seq, d = sequence_level_loss(
                 lp_BT,
                 teacher_BT,
@@ -255,11 +298,11 @@ class StepObjective:
             )
             loss = loss + o.kd_weight * seq
             diag.update({f"seq/{k}": v for k, v in d.items()})
-            diag["kl"] = (logp.detach() - signal.logprobs_N.to(rows.device)).mean()  # type: ignore[union-attr]
+            diag["kl"] = (logp.detach() - signal.logprobs_N.to(device)).mean()  # type: ignore[union-attr]
         if o.kind in ("outcome", "hybrid") and adv is not None:
             out, d = outcome_loss(
                 lp_BT,
-                adv.to(rows.device),
+                adv.to(device),
                 mask_BT,
                 n_global,
                 sampler_logprobs_BT=old_BT,
@@ -271,12 +314,13 @@ class StepObjective:
         if self.reference is not None:
             ref = self.reference.score(trajs)
             rkl, _ = token_level_loss(
-                rows[None],
-                ref.logits_NV[None].to(rows.device),
+                student,
+                _batched(ref.full, device),  # type: ignore[arg-type]
                 ones,
                 n_global,
                 divergence="reverse_kl",
                 temperature=temperature,
+                with_entropy=False,
             )
             loss = loss + o.ref_kl * rkl
             diag["ref_kl"] = rkl.detach() * n_global / max(sum(counts), 1)
@@ -306,11 +350,25 @@ def _pack(values_N: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, torc
     return out, mask
 
 
-def _sampled_kl(
-    rows: torch.Tensor, signal: TeacherSignal, ids: torch.Tensor, temperature: float
+def _batched(full: torch.Tensor | LinearHead, device: torch.device) -> torch.Tensor | LinearHead:
+    """A teacher's (N, ·) distribution with a leading batch axis of 1, on `device`."""
+    if isinstance(full, LinearHead):
+        bias = None if full.bias is None else full.bias.to(device)
+        return LinearHead(full.hidden[None].to(device), full.weight.to(device), bias)
+    return full[None].to(device)
+
+
+def _exact_kl(
+    student: LinearHead, teacher: torch.Tensor | LinearHead, temperature: float
 ) -> torch.Tensor:
-    """Mean exact KL(p‖q) over action tokens, for the logs (no gradient)."""
+    """Mean exact KL(p‖q) over action tokens, for the logs (no gradient, block by block)."""
     with torch.no_grad():
-        logq = torch.log_softmax(rows / temperature, dim=-1)
-        logp = torch.log_softmax(signal.logits_NV.to(rows.device).float() / temperature, dim=-1)  # type: ignore[union-attr]
-        return (logp.exp() * (logp - logq)).sum(-1).mean()
+        s = LinearHead(
+            student.hidden.detach(),
+            student.weight.detach(),
+            None if student.bias is None else student.bias.detach(),
+        )
+        result = chunked_divergence(
+            "forward_kl", s, teacher, temperature=temperature, with_entropy=False
+        )
+        return result.values.mean()

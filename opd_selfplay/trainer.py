@@ -379,7 +379,7 @@ class Trainer(StepObjective):
         if cfg.objective.kind == "spin":
             out.update(self._spin_backward(trajs, targets or []))
         elif targets is not None:
-            out.update(self._imitation_backward(targets))
+            out.update(self._imitation_backward(targets, n_global))
         if self._reads_own_tokens(advantages is not None):
             out.update(self._own_tokens_backward(trajs, advantages, n_local, n_global))
         # The logged loss: the sum of the terms (each already in its own normalisation).

@@ -8,12 +8,14 @@ token (the order of `action_rows` and `sampled_token_ids`).
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
+from opd_selfplay.chunking import LinearHead
 from opd_selfplay.types import Trajectory
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,6 +34,23 @@ class TeacherSignal:
     """Their log-probs."""
     logprobs_N: torch.Tensor | None = None
     """Log-prob of the sampled action token itself (every teacher provides it)."""
+    head: LinearHead | None = None
+    """White-box without materialised logits: the final hidden states (N, H) at each action
+    token and the teacher's lm_head, projected block by block by the loss (memory
+    O(chunk × V) instead of O(N × V))."""
+
+    @property
+    def full(self) -> torch.Tensor | LinearHead | None:
+        """The white-box distribution in whichever form the teacher gave (logits or head)."""
+        return self.head if self.head is not None else self.logits_NV
+
+    def logits(self) -> torch.Tensor:
+        """The full logits (N, V), materialised if the teacher gave a head (small inputs)."""
+        if self.logits_NV is not None:
+            return self.logits_NV
+        if self.head is None:
+            raise ValueError("this teacher signal has no full distribution (grey/black-box)")
+        return self.head.logits()
 
 
 def privileged_before(traj: Trajectory, turn: int) -> str:
@@ -110,6 +129,35 @@ def action_rows(
     so that a few long multi-turn sequences do not pad every row of the batch. Gradients flow
     when the caller has them enabled (the student's training forward uses this).
     """
+    return _rows(model, sequences, pad_id, bucket, hidden=False)
+
+
+def action_hidden(
+    model: torch.nn.Module,
+    sequences: Sequence[tuple[list[int], list[int]]],
+    pad_id: int,
+    bucket: int = 32,
+) -> torch.Tensor:
+    """Like `action_rows`, but the final hidden states (N, H) (after the last norm) instead
+    of the logits: the lm_head is applied later, block by block (`output_head`,
+    `chunking.LinearHead`), so no (positions × vocabulary) tensor is ever built — neither
+    over the context positions nor over the action rows."""
+    return _rows(model, sequences, pad_id, bucket, hidden=True)
+
+
+def output_head(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The (V, H) weight and the bias (or None) of a causal LM's output embedding."""
+    head = unwrap(model).get_output_embeddings()
+    return head.weight, getattr(head, "bias", None)
+
+
+def _rows(
+    model: torch.nn.Module,
+    sequences: Sequence[tuple[list[int], list[int]]],
+    pad_id: int,
+    bucket: int,
+    hidden: bool,
+) -> torch.Tensor:
     device = next(model.parameters()).device
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
     pieces: dict[int, torch.Tensor] = {}
@@ -125,10 +173,15 @@ def action_rows(
             mask[b, : len(seq)] = 1
             rows_b.extend([b] * len(positions))
             rows_t.extend(p - 1 for p in positions)
-        logits = model(
-            input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False
-        ).logits
-        picked = logits[
+        kwargs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        if hidden:
+            # The head runs on the last position only; the rows come from the hidden states.
+            if _keeps_logits(model):
+                kwargs["logits_to_keep"] = 1
+            full = model(**kwargs, use_cache=False, output_hidden_states=True).hidden_states[-1]
+        else:
+            full = model(**kwargs, use_cache=False).logits
+        picked = full[
             torch.as_tensor(rows_b, device=device), torch.as_tensor(rows_t, device=device)
         ]
         offset = 0
@@ -145,6 +198,13 @@ def sampled_token_ids(trajectories: Sequence[Trajectory]) -> torch.Tensor:
         [t for traj in trajectories for turn in traj.turns for t in turn.action_ids],
         dtype=torch.long,
     )
+
+
+def _keeps_logits(model: torch.nn.Module) -> bool:
+    """Whether the model's forward takes `logits_to_keep` (transformers' causal LMs do)."""
+    base = unwrap(model)
+    base = getattr(base, "get_base_model", lambda: base)()  # PEFT
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

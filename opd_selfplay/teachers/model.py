@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from opd_selfplay.chunking import LinearHead, token_logprobs
 from opd_selfplay.teachers.base import (
     TeacherSignal,
-    action_rows,
+    action_hidden,
     frozen_copy,
+    output_head,
     sampled_token_ids,
     sibling_hints,
     teacher_sequences,
@@ -84,17 +86,19 @@ class ModelTeacher:
 
     @torch.no_grad()
     def score(self, trajectories: Sequence[Trajectory]) -> TeacherSignal:
-        """Full logits and the sampled tokens' log-probs at every action token."""
+        """The full distribution (hidden states + head, projected lazily) and the sampled
+        tokens' log-probs at every action token."""
         sequences = teacher_sequences(self.engine, trajectories, self.privileged, self.hints)
         was_training = self.model.training
         self.model.eval()
         try:
-            logits = action_rows(self.model, sequences, self.pad_id).float()
+            hidden = action_hidden(self.model, sequences, self.pad_id)
         finally:
             self.model.train(was_training)
-        ids = sampled_token_ids(trajectories).to(logits.device)
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, None]).squeeze(-1)
-        return TeacherSignal(logits_NV=logits, logprobs_N=logprobs)
+        weight, bias = output_head(self.model)
+        head = LinearHead(hidden, weight, bias)
+        ids = sampled_token_ids(trajectories).to(hidden.device)
+        return TeacherSignal(head=head, logprobs_N=token_logprobs(head, ids))
 
     @torch.no_grad()
     def after_step(self, student: torch.nn.Module, step: int) -> None:

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from opd_selfplay.chunking import LinearHead, token_logprobs
 from opd_selfplay.errors import InputError
-from opd_selfplay.teachers.base import action_rows, frozen_copy, unwrap
+from opd_selfplay.teachers.base import action_hidden, frozen_copy, output_head, unwrap
 from opd_selfplay.types import Trajectory
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,8 +85,11 @@ class SpinOpponent:
         self, sequences: Sequence[tuple[list[int], list[int]]], temperature: float = 1.0
     ) -> torch.Tensor:
         """log π_old(y | x) of each sequence's action tokens, shape (len(sequences),)."""
-        rows = action_rows(self.model, sequences, self.pad_id).float()
-        return sum_per_sequence(rows, sequences, temperature)
+        hidden = action_hidden(self.model, sequences, self.pad_id)
+        weight, bias = output_head(self.model)
+        ids = torch.as_tensor([seq[p] for seq, ps in sequences for p in ps], device=hidden.device)
+        logp = token_logprobs(LinearHead(hidden, weight, bias), ids, temperature)
+        return sum_per_sequence(logp, sequences)
 
     @torch.no_grad()
     def after_step(self, student: torch.nn.Module, step: int) -> None:
@@ -102,19 +106,12 @@ class SpinOpponent:
 
 
 def sum_per_sequence(
-    rows_NV: torch.Tensor,
-    sequences: Sequence[tuple[list[int], list[int]]],
-    temperature: float = 1.0,
+    logprobs_N: torch.Tensor, sequences: Sequence[tuple[list[int], list[int]]]
 ) -> torch.Tensor:
-    """Σ of each sequence's action-token log-probs, from `action_rows` logits (grad flows)."""
-    ids = torch.as_tensor(
-        [seq[p] for seq, positions in sequences for p in positions], device=rows_NV.device
-    )
-    logp = torch.log_softmax(rows_NV / temperature, dim=-1).gather(-1, ids[:, None]).squeeze(-1)
+    """Σ of each sequence's action-token log-probs (rows in sequence order; grad flows)."""
     owner = torch.as_tensor(
         [i for i, (_, positions) in enumerate(sequences) for _ in positions],
-        device=rows_NV.device,
+        device=logprobs_N.device,
     )
-    return torch.zeros(len(sequences), device=rows_NV.device, dtype=logp.dtype).index_add(
-        0, owner, logp
-    )
+    out = torch.zeros(len(sequences), device=logprobs_N.device, dtype=logprobs_N.dtype)
+    return out.index_add(0, owner, logprobs_N)

@@ -18,6 +18,7 @@ Departures, and why:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from opd_selfplay.types import Trajectory
@@ -62,7 +63,10 @@ class VerifiedSelfTeacher:
             winner = best.get(traj.group)
             if winner is None or traj.success:
                 continue
-            out.append(last_action_target(winner))
+            if os.environ.get("OPD_VS_FIRST") == "1":
+                out.append(first_turn_target(winner))
+            else:
+                out.append(last_action_target(winner))
         return out
 
     def after_step(self, student, step: int) -> None:
@@ -86,3 +90,12 @@ def last_action_target(traj: Trajectory) -> tuple[list[int], list[int]]:
             positions = list(range(len(ids), len(ids) + len(turn.action_ids)))
         ids.extend(turn.action_ids)
     return ids, positions
+
+
+def first_turn_target(traj: Trajectory) -> tuple[list[int], list[int]]:
+    """The task's first context (shared by the whole group), then `traj`'s final verified
+    answer: what answering right the first time looks like."""
+    last = max(k for k, turn in enumerate(traj.turns) if turn.action_ids)
+    context = list(traj.turns[0].context_ids)
+    answer = list(traj.turns[last].action_ids)
+    return context + answer, list(range(len(context), len(context) + len(answer)))

@@ -302,7 +302,7 @@ def test_the_teacher_scores_every_student_token_with_exact_chunk_sums(episodes, 
     teacher = CrossTokenizerTeacher(teacher_policy, engine)
     before = [(t.token_ids, t.action_mask) for t in trajs]
     signal = teacher.score(trajs)
-    assert signal.logits_NV is None and signal.topk_ids_NK is None
+    assert signal.full is None and signal.topk_ids_NK is None
     assert signal.logprobs_N.shape == (sum(t.num_action_tokens for t in trajs),)
     assert [(t.token_ids, t.action_mask) for t in trajs] == before
     student_tok, teacher_tok = engine.tokenizer, teacher_policy.tokenizer

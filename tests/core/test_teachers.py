@@ -44,11 +44,11 @@ def test_live_teacher_equals_the_students_own_distribution(setup):
     signal = teacher.score(trajs)
     rows = _student_rows(engine, trajs)
     assert (
-        signal.logits_NV.shape
+        signal.logits().shape
         == rows.shape
         == (sum(t.num_action_tokens for t in trajs), rows.shape[1])
     )
-    assert torch.allclose(signal.logits_NV, rows, atol=1e-5)
+    assert torch.allclose(signal.logits(), rows, atol=1e-5)
     sampled = torch.tensor([lp for t in trajs for turn in t.turns for lp in turn.action_logprobs])
     assert torch.allclose(
         signal.logprobs_N, sampled, atol=1e-4
@@ -60,7 +60,7 @@ def test_privileged_context_changes_scores_not_tokens(setup):
     before = [(t.token_ids, t.action_mask) for t in trajs]
     plain = ModelTeacher(engine.policy.model, engine, update="live").score(trajs)
     hinted = ModelTeacher(engine.policy.model, engine, update="live", privileged=True).score(trajs)
-    assert hinted.logits_NV.shape == plain.logits_NV.shape
+    assert hinted.logits().shape == plain.logits().shape
     assert not torch.allclose(hinted.logprobs_N, plain.logprobs_N, atol=1e-3)
     assert [(t.token_ids, t.action_mask) for t in trajs] == before
     # The re-rendered context holds the privileged text of that turn and ends right where the
@@ -110,7 +110,7 @@ def test_white_box_teacher_checks_the_vocabulary(setup):
         other, engine, update="fixed", student_vocab=other.get_output_embeddings().weight.shape[0]
     )
     signal = teacher.score(trajs)
-    assert not torch.allclose(signal.logits_NV, _student_rows(engine, trajs))
+    assert not torch.allclose(signal.logits(), _student_rows(engine, trajs))
     with pytest.raises(
         ValueError, match=r"teacher vocabulary has \d+ tokens but the student's has 50000"
     ):

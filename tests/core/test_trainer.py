@@ -265,6 +265,15 @@ def test_off_policy_distillation_samples_from_the_teacher(tmp_path):
             "spin opponent (previous iterate)",
             "spin/margin",
         ),
+        (
+            {
+                "teacher.kind": "spin_opponent",
+                "objective.kind": "spin",
+                "objective.spin_nll": "1",
+            },
+            "spin opponent (previous iterate)",
+            "spin/nll",
+        ),
     ],
 )
 def test_teacher_sources_without_logits_train(tmp_path, overrides, teacher_name, key):
