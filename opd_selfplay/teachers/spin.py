@@ -10,7 +10,10 @@ opponent's samples look like it and the loss reaches its fixed point.
 Departures: the real data are the env's oracle demonstrations (`oracle_action()`), played
 through the same rendering as every rollout, instead of an SFT dataset; an env without an
 oracle is refused. The opponent is refreshed on a step schedule rather than after a full
-pass over a dataset.
+pass over a dataset. By default the trainer adds a cross-entropy term on the real answers
+(`objective.spin_nll`, as iterative RPO does for DPO): pure SPIN collapsed in our grid cell
+(0.32 → 0.04 held-out success; the log-likelihood of the real answers fell along with the
+generated ones' and the student rambled to the length limit), the anchored loss reached 0.98.
 """
 
 from __future__ import annotations

@@ -260,6 +260,7 @@ def test_off_policy_distillation_samples_from_the_teacher(tmp_path):
             {
                 "teacher.kind": "spin_opponent",
                 "objective.kind": "spin",
+                "objective.spin_nll": "0",
                 "teacher.refresh_every": "1",
             },
             "spin opponent (previous iterate)",
@@ -269,7 +270,6 @@ def test_off_policy_distillation_samples_from_the_teacher(tmp_path):
             {
                 "teacher.kind": "spin_opponent",
                 "objective.kind": "spin",
-                "objective.spin_nll": "1",
             },
             "spin opponent (previous iterate)",
             "spin/nll",
