@@ -92,6 +92,9 @@ class ChunkedDivergence(NamedTuple):
     """Shape (...): the student's entropy (nats) when asked for, else None; no gradient."""
     teacher_entropy: Tensor | None
     """Shape (...): the teacher's entropy (nats) when asked for, else None; no gradient."""
+    forward_kl: Tensor | None = None
+    """Shape (...): KL(p‖q), exact, when the entropies were asked for (one more elementwise
+    pass per block, no projection), else None; no gradient. A diagnostic for any divergence."""
 
 
 TokenWeighting = Callable[[Tensor], Tensor]
@@ -139,6 +142,7 @@ def _chunk_loop(
     values = torch.zeros(n, dtype=cdtype, device=s_x.device)
     ent_s = torch.zeros(n if cfg.with_entropy else 0, dtype=cdtype, device=s_x.device)
     ent_t = torch.zeros_like(ent_s)
+    fkl = torch.zeros_like(ent_s)
     loss = torch.zeros((), dtype=cdtype, device=s_x.device)
     any_grad = any(need)
     # Without a mask the blocks are contiguous and cover every row: take views instead of
@@ -170,6 +174,8 @@ def _chunk_loop(
             if cfg.with_entropy:
                 ent_t.index_copy_(0, idx, h_t)
                 ent_s.index_copy_(0, idx, -(log_q.exp() * log_q).sum(-1))
+                # KL(p‖q) = Σ p log p − Σ p log q = −H(p) − Σ p log q.
+                fkl.index_copy_(0, idx, -h_t - (log_p.exp() * log_q).sum(-1))
         # The divergence's closed-form gradient w.r.t. this block's logits (log_q is consumed);
         # the projection's gradient is applied by hand below, straight into the accumulators.
         vals, g = log_probs_value_and_grad(spec, log_q, log_p, cfg.temperature, params, any_grad)
@@ -193,7 +199,7 @@ def _chunk_loop(
             grad_w.addmm_(g.t().to(cdtype), x.to(cdtype))  # type: ignore[union-attr]
         if need[2]:
             grad_b += g.sum(0).to(cdtype)  # type: ignore[operator]
-    return loss, values, ent_s, ent_t, (grad_x, grad_w, grad_b)
+    return loss, values, ent_s, ent_t, fkl, (grad_x, grad_w, grad_b)
 
 
 class _ChunkedDivergenceFn(torch.autograd.Function):
@@ -203,7 +209,7 @@ class _ChunkedDivergenceFn(torch.autograd.Function):
     def forward(ctx, cfg, s_x, s_w, s_b, t_x, t_w, t_b, weights_N, index_K):  # type: ignore[override]
         need = tuple(bool(f) for f in ctx.needs_input_grad[1:4])
         with torch.no_grad():
-            loss, values, ent_s, ent_t, grads = _chunk_loop(
+            loss, values, ent_s, ent_t, fkl, grads = _chunk_loop(
                 cfg,
                 s_x,
                 s_w,
@@ -221,8 +227,8 @@ class _ChunkedDivergenceFn(torch.autograd.Function):
             None if s_w is None else s_w.dtype,
             None if s_b is None else s_b.dtype,
         )
-        ctx.mark_non_differentiable(values, ent_s, ent_t)
-        return loss, values, ent_s, ent_t
+        ctx.mark_non_differentiable(values, ent_s, ent_t, fkl)
+        return loss, values, ent_s, ent_t, fkl
 
     @staticmethod
     def backward(ctx, g_loss, *_unused):  # type: ignore[override]
@@ -320,12 +326,12 @@ def chunked_divergence(
     )
     s_tensors = [t for t in (s_x, s_w, s_b) if t is not None]
     if torch.is_grad_enabled() and any(t.requires_grad for t in s_tensors):
-        loss, values, ent_s, ent_t = _ChunkedDivergenceFn.apply(
+        loss, values, ent_s, ent_t, fkl = _ChunkedDivergenceFn.apply(
             cfg, s_x, s_w, s_b, *t_args, weights_N, index_K
         )
     else:
         with torch.no_grad():
-            loss, values, ent_s, ent_t, _ = _chunk_loop(
+            loss, values, ent_s, ent_t, fkl, _ = _chunk_loop(
                 cfg, s_x, s_w, s_b, *t_args, weights_N, index_K, (False, False, False)
             )
     shape = tuple(lead)
@@ -334,6 +340,7 @@ def chunked_divergence(
         values=values.reshape(shape),
         student_entropy=ent_s.reshape(shape) if with_entropy else None,
         teacher_entropy=ent_t.reshape(shape) if with_entropy else None,
+        forward_kl=fkl.reshape(shape) if with_entropy else None,
     )
 
 

@@ -169,7 +169,8 @@ def token_level_loss(
 
     Returns:
         (loss, diagnostics): `token_divergence` (mean over this micro-batch's action
-        tokens), `entropy` and `teacher_entropy` (means, when `with_entropy`), `num_tokens`
+        tokens), `entropy`, `teacher_entropy` and `forward_kl` (exact KL(p‖q), means, when
+        `with_entropy`), `num_tokens`
         (local count).
     """
     s_lead = (student.hidden if isinstance(student, LinearHead) else student).shape[:-1]
@@ -200,6 +201,8 @@ def token_level_loss(
     if result.student_entropy is not None and result.teacher_entropy is not None:
         diag["entropy"] = masked_mean(result.student_entropy, keep)
         diag["teacher_entropy"] = masked_mean(result.teacher_entropy, keep)
+    if result.forward_kl is not None:
+        diag["forward_kl"] = masked_mean(result.forward_kl, keep)
     return result.loss, diag
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from opd_selfplay.chunking import LinearHead, chunked_divergence, token_logprobs
+from opd_selfplay.chunking import LinearHead, token_logprobs
 from opd_selfplay.divergences import get_divergence
 from opd_selfplay.objectives import (
     imitation_loss,
@@ -257,11 +257,7 @@ class StepObjective:
             )
             loss = loss + o.kd_weight * kd
             diag.update({f"kd/{k}": v for k, v in d.items()})
-            diag["kl"] = (
-                d["token_divergence"]
-                if o.divergence == "forward_kl"
-                else _exact_kl(student, teacher, temperature)
-            )
+            diag["kl"] = d["forward_kl"]  # exact, from the loss's own blocks
         needs_logp = o.kind in ("sequence", "outcome", "hybrid") or (
             signal is not None and signal.topk_ids_NK is not None
         )
@@ -356,19 +352,3 @@ def _batched(full: torch.Tensor | LinearHead, device: torch.device) -> torch.Ten
         bias = None if full.bias is None else full.bias.to(device)
         return LinearHead(full.hidden[None].to(device), full.weight.to(device), bias)
     return full[None].to(device)
-
-
-def _exact_kl(
-    student: LinearHead, teacher: torch.Tensor | LinearHead, temperature: float
-) -> torch.Tensor:
-    """Mean exact KL(p‖q) over action tokens, for the logs (no gradient, block by block)."""
-    with torch.no_grad():
-        s = LinearHead(
-            student.hidden.detach(),
-            student.weight.detach(),
-            None if student.bias is None else student.bias.detach(),
-        )
-        result = chunked_divergence(
-            "forward_kl", s, teacher, temperature=temperature, with_entropy=False
-        )
-        return result.values.mean()

@@ -51,7 +51,7 @@ def test_fused_loss_equals_the_materialised_reference(trainer, kind, div):
     n = sum(t.num_action_tokens for t in trajs)
     signal = trainer.teacher.score(trajs)
     model.zero_grad(set_to_none=True)
-    loss, _ = trainer._loss(trajs, signal, None, float(n))
+    loss, diag = trainer._loss(trajs, signal, None, float(n))
     loss.backward()
     fused = _grads(model)
 
@@ -62,6 +62,9 @@ def test_fused_loss_equals_the_materialised_reference(trainer, kind, div):
         teacher_rows = action_rows(trainer.teacher.model, seqs, trainer.policy.pad_token_id)
     if kind == "token":
         ref = divergence(div, rows / temp, teacher_rows.float() / temp).sum() / n
+        # The logged KL is the exact KL(teacher ‖ student), whatever the loss's divergence.
+        kl = divergence("forward_kl", rows / temp, teacher_rows.float() / temp).mean()
+        assert torch.allclose(diag["kl"], kl, rtol=1e-4)
     else:
         ids = sampled_token_ids(trajs)
         logq = torch.log_softmax(rows / temp, -1).gather(-1, ids[:, None]).squeeze(-1)
