@@ -361,7 +361,7 @@ def token_logprobs(
         student: logits (N, V) or `LinearHead` with hidden (N, H).
         ids: (N,) int64 token ids.
         temperature: T > 0.
-        chunk_size: rows per block (default as `chunked_divergence`'s).
+        chunk_size: rows per block (default: 16 MiB of float32 logits).
     """
     from opd_selfplay.estimators import gather_log_probs
 
@@ -370,7 +370,10 @@ def token_logprobs(
     h, w, b = student.hidden, student.weight, student.bias
     if h.shape[:-1] != ids.shape:
         raise InputError(f"ids {tuple(ids.shape)} must match the rows {tuple(h.shape[:-1])}")
-    rows = chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // w.shape[0], w.shape[1] // 2)
+    # Small blocks (16 MiB of logits): unlike `chunked_divergence`, no head gradient is
+    # accumulated per block, so small blocks cost little, and log-softmax's temporaries
+    # (a few blocks' worth) would otherwise set the step's peak at large vocabularies.
+    rows = chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // w.shape[0])
 
     def block(hc: Tensor, wc: Tensor, bc: Tensor | None, idc: Tensor) -> Tensor:
         return gather_log_probs(F.linear(hc, wc, bc), idc[:, None], temperature).squeeze(-1)
