@@ -143,6 +143,12 @@ class Trainer(StepObjective):
             return 1.0 - (1.0 - o.min_lr_ratio) * progress
         return 1.0
 
+    def build_teachers(self) -> None:
+        """Build the teacher (and the KL reference) as `run` does after the warm start, for
+        callers that drive `train_step` themselves (benchmarks, notebooks)."""
+        self.teacher = self._build_teacher()
+        self.reference = self._build_reference()
+
     def _build_teacher(self) -> Teacher | None:
         t, vocab = self.config.teacher, self.model.get_output_embeddings().weight.shape[0]
         if t.kind == "none":
@@ -274,8 +280,7 @@ class Trainer(StepObjective):
                 # The warm start may take at most 40% of the time budget.
                 warm_deadline = started + 0.4 * cfg.max_wall_s if deadline is not None else None
                 self._warm_start(warm_deadline)
-            self.teacher = self._build_teacher()
-            self.reference = self._build_reference()
+            self.build_teachers()
             self.before = self.evaluate(0, "eval")
             self.save()
         if self.world > 1 and not isinstance(

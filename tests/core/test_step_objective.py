@@ -28,7 +28,7 @@ def trainer(tmp_path_factory):
         }
     )
     t = Trainer(config, tmp_path_factory.mktemp("run"))
-    t.teacher = t._build_teacher()
+    t.build_teachers()
     t.trajs = t.engine.run(config.env, [1, 2, 3], 2)
     assert any(len(x.turns) == 2 for x in t.trajs)  # multi-turn
     return t

@@ -200,7 +200,7 @@ def test_off_policy_distillation_samples_from_the_teacher(tmp_path):
         }
     )
     trainer = Trainer(cfg, tmp_path)
-    trainer.teacher = trainer._build_teacher()
+    trainer.build_teachers()
     sampler = trainer._sampler()
     assert (
         sampler.policy.model is trainer.teacher.model and sampler.policy.model is not trainer.model
