@@ -15,7 +15,8 @@ from other processes on the machine hits all of them alike; the report gives med
 and the ratios. A last row measures `CodeVerifier.verify` (a function-call test, bwrap) and
 `verify_batch` with one sandbox per CPU.
 
-`run(quick)` returns the records as a dict; `main` prints a markdown table.
+`suite(quick)` returns them as records for `python -m benchmarks` (no goals: the ratios are
+reported); `run(quick)` returns the same figures as a dict; `main` prints a markdown table.
 """
 
 from __future__ import annotations
@@ -30,12 +31,16 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
 
 from opd_selfplay.verifiers import CodeVerifier
 from opd_selfplay.verifiers.isolation import python
 from opd_selfplay.verifiers.sandbox import Limits, Sandbox, SandboxWarning, bwrap_status
+
+if TYPE_CHECKING:  # pragma: no cover
+    from benchmarks.harness import SuiteResult
 
 PROGRAM = "print(1)"
 LIMITS = Limits(wall_s=10.0, memory_mb=512)
@@ -145,6 +150,83 @@ def run(quick: bool = False) -> dict:
         "reason": reason,
         "cpus": os.cpu_count(),
     }
+
+
+def suite(quick: bool) -> SuiteResult:
+    """The suite for `python -m benchmarks`: the same contenders as `run`, as records.
+
+    Case `print(1)`: `bwrap` (when it works here), `rlimit` and `subprocess`, each round
+    `n` executions one after another (metric `executions_per_s`). Case `CodeVerifier`:
+    `verify` one at a time and `verify_batch` over one worker per CPU.
+
+    Args:
+        quick: 3 rounds of 15 executions (full: 7 of 40).
+    Returns:
+        Records, comparisons (no goals: reported ratios) and notes.
+    """
+    from benchmarks.harness import Comparison, SuiteResult, interleave, records, tiny
+
+    small = tiny()
+    rounds, n = (1, 2) if small else ((3, 15) if quick else (7, 40))
+    works, reason = bwrap_status()
+    programs: dict[str, Callable[[], None]] = {}
+    if works:
+        programs["bwrap"] = _sandboxed("bwrap")
+    programs["rlimit"] = _sandboxed("rlimit")
+    programs["subprocess"] = _bare_subprocess()
+    contenders = {
+        name: (lambda f=f: {"executions_per_s": _rate(f, n)}) for name, f in programs.items()
+    }
+    runs = interleave(contenders, rounds=rounds, warmup=0 if small else 1)
+    units = {"executions_per_s": "executions/s", "verifications_per_s": "verifications/s"}
+    rows = records("sandbox", "print(1)", runs, units)
+    case = "print(1)"
+    comparisons = [
+        Comparison(
+            "sandbox", case, "executions_per_s", "rlimit", "subprocess", lower_is_better=False
+        )
+    ]
+    if works:
+        comparisons += [
+            Comparison(
+                "sandbox", case, "executions_per_s", "bwrap", "subprocess", lower_is_better=False
+            ),
+            Comparison(
+                "sandbox", case, "executions_per_s", "bwrap", "rlimit", lower_is_better=False
+            ),
+        ]
+    notes = [
+        f"`{PROGRAM}` to completion, {rounds} interleaved rounds × {n} executions one after "
+        f"another; {os.cpu_count()} CPUs, shared machine: figures are indicative",
+        "subprocess: bare `subprocess.run([python, '-I', '-S', '-c', ...])` with the same "
+        "rlimits (the floor for any sandbox that starts a fresh interpreter)",
+    ]
+    if not works:
+        notes.append(f"bwrap skipped: {reason}")
+    v = _verifier_rates(n, "bwrap" if works else "rlimit")
+    rows += records(
+        "sandbox",
+        "CodeVerifier",
+        [
+            {
+                "contender": "verify",
+                "round": 0,
+                "metrics": {"verifications_per_s": v["verify_per_s"]},
+            },
+            {
+                "contender": f"verify_batch_{v['batch_workers']}",
+                "round": 0,
+                "metrics": {"verifications_per_s": v["batch_per_s"]},
+            },
+        ],
+        units,
+    )
+    notes.append(
+        f"CodeVerifier: a 5-test function-call check ({'bwrap' if works else 'rlimit'}), "
+        f"{n} verifications one at a time and {2 * n} with verify_batch over "
+        f"{v['batch_workers']} workers, one round each"
+    )
+    return SuiteResult(rows, comparisons, notes)
 
 
 def report(record: dict) -> str:

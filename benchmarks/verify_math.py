@@ -16,8 +16,9 @@ pairs) this measures, in one run:
   busy at any time on both sides;
 - how `verify_batch` scales with its process pool (1 and 2 processes).
 
-`run(quick)` returns the figures as a dict for a benchmark runner; the script prints them as
-a markdown table. Math-Verify is the `bench` extra (`pip install -e .[bench]`), never a
+`suite(quick)` returns them as records for `python -m benchmarks` (no goal: the ratio is
+reported); `run(quick)` returns the same figures as a dict and the script prints them as a
+markdown table. Math-Verify is the `bench` extra (`pip install -e .[bench]`), never a
 dependency of the library.
 """
 
@@ -32,6 +33,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from benchmarks.harness import SuiteResult
 
 CASES = Path(__file__).resolve().parents[2] / "shared/data/math_verify_cases.jsonl"
 
@@ -175,6 +180,101 @@ def run(quick: bool = False) -> dict:
         verifier.verify_batch(pairs, processes=processes)
         result["batch"][processes] = len(pairs) / (time.perf_counter() - started)
     return result
+
+
+def suite(quick: bool) -> SuiteResult:
+    """The suite for `python -m benchmarks`: the same measurements as `run`, as records.
+
+    Case `one at a time`: contenders `ours` and `math_verify`, each round one cold-cache pass
+    over every case (metric `verifications_per_s`; `seconds` per pass). Case `batch`: ours'
+    `verify_batch` over 1 and 2 processes. Without Math-Verify installed, its contender is
+    left out with a note.
+
+    Args:
+        quick: 3 rounds and one batch repetition (full: 7 and 4).
+    Returns:
+        Records, comparisons (no goals: reported ratios) and notes (settings, agreement).
+    """
+    from benchmarks.harness import Comparison, SuiteResult, interleave, records, tiny
+    from opd_selfplay.verifiers import MathVerifier
+    from opd_selfplay.verifiers import math as math_module
+
+    small = tiny()
+    cases = load_cases()[: 8 if small else None]
+    n = len(cases)
+    rounds = 1 if small else (3 if quick else 7)
+    verdicts: dict[str, list[bool]] = {}
+
+    def timed(name: str, runner: Callable[[], list[bool]]) -> Callable[[], dict[str, float]]:
+        def one() -> dict[str, float]:
+            started = time.perf_counter()
+            verdicts[name] = runner()
+            seconds = time.perf_counter() - started
+            return {"seconds": seconds, "verifications_per_s": n / seconds}
+
+        return one
+
+    warmup = 0 if small else 1
+    MathVerifier().warm(1 if small else 2)
+    contenders = {"ours": timed("ours", _ours_runner(cases, honour_settings=True))}
+    notes = [
+        f"{n} Math-Verify regression cases (shared/data/math_verify_cases.jsonl), one call at a "
+        f"time, cold caches every pass, {rounds} interleaved passes after {warmup} warm-up pass; "
+        f"{os.cpu_count()} CPUs, shared machine: figures are indicative"
+    ]
+    try:
+        contenders["math_verify"] = timed(
+            "math_verify", _math_verify_runner(cases, honour_settings=True)
+        )
+    except ImportError as exc:
+        notes.append(f"math_verify skipped: {exc} (pip install -e '.[bench]')")
+    runs = interleave(contenders, rounds=rounds, warmup=warmup)
+    units = {"seconds": "s", "verifications_per_s": "verifications/s"}
+    rows = records("verify_math", "one at a time", runs, units)
+    for name, got in verdicts.items():
+        notes.append(f"{name} agrees with the labels on {_accuracy(cases, got)}/{n} cases")
+    comparisons = []
+    if "math_verify" in contenders:
+        comparisons.append(
+            Comparison(
+                "verify_math",
+                "one at a time",
+                "verifications_per_s",
+                "ours",
+                "math_verify",
+                lower_is_better=False,
+            )
+        )
+    if not small:
+        verifier = MathVerifier()
+        pairs = [(c["pred"], c["gold"]) for c in cases] * (1 if quick else 4)
+
+        def batch(processes: int) -> Callable[[], dict[str, float]]:
+            def one() -> dict[str, float]:
+                verifier.warm(processes)
+                math_module.clear_caches()
+                started = time.perf_counter()
+                verifier.verify_batch(pairs, processes=processes)
+                return {"verifications_per_s": len(pairs) / (time.perf_counter() - started)}
+
+            return one
+
+        runs = interleave(
+            {"batch_1": batch(1), "batch_2": batch(2)}, rounds=1 if quick else 2, warmup=0
+        )
+        rows += records("verify_math", "batch", runs, units)
+        comparisons.append(
+            Comparison(
+                "verify_math",
+                "batch",
+                "verifications_per_s",
+                "batch_2",
+                "batch_1",
+                lower_is_better=False,
+            )
+        )
+        notes.append(f"batch: verify_batch over {len(pairs)} pairs with 1 and 2 processes")
+    return SuiteResult(rows, comparisons, notes)
 
 
 def to_markdown(result: dict) -> str:

@@ -277,39 +277,13 @@ class RolloutEngine:
         cfg = self.config
         for ep in episodes:
             self._reset(ep)
-        tokens_out = 0
         pool = futures.ThreadPoolExecutor(cfg.env_workers) if cfg.env_workers > 1 else None
+        # Each turn's prompts extend the previous turn's: a policy that can keep its KV
+        # cache between calls (HFPolicy.reuse_kv) prefills only the new tokens.
+        reuse = getattr(self.policy, "reuse_kv", None)
         try:
-            for turn in range(cfg.max_turns):
-                live = [ep for ep in episodes if not ep.done]
-                for ep in live:
-                    if cfg.episode_timeout_s is not None and (
-                        time.monotonic() - ep.started > cfg.episode_timeout_s
-                    ):
-                        ep.finish(StopReason.TIMEOUT)
-                    elif ep.num_tokens >= cfg.max_context_tokens:
-                        ep.finish(StopReason.MAX_TOKENS)
-                live = [ep for ep in live if not ep.done]
-                if not live:
-                    break
-                budget = max(cfg.max_context_tokens - ep.num_tokens for ep in live)
-                params = SamplingParams(
-                    max_new_tokens=min(cfg.max_new_tokens, budget),
-                    temperature=cfg.temperature,
-                    top_p=cfg.top_p,
-                    stop=cfg.stop,
-                    seed=None if cfg.seed is None else cfg.seed + turn,
-                )
-                samples = act(live, params, turn)
-                samples = [self._fit(ep, s) for ep, s in zip(live, samples)]
-                tokens_out += sum(len(s.token_ids) for s in samples)
-                steps = (
-                    pool.map(self._step, live, samples) if pool else map(self._step, live, samples)
-                )
-                for ep, sample, result in zip(live, samples, steps):
-                    self._record(ep, sample, result, turn)
-                if on_turn is not None:
-                    on_turn(None, sum(ep.done for ep in episodes), tokens_out)
+            with reuse() if reuse is not None else contextlib.nullcontext():
+                self._turns(episodes, on_turn, act, pool)
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
@@ -317,6 +291,39 @@ class RolloutEngine:
             if not ep.done:
                 ep.finish(StopReason.MAX_TURNS)
         return [ep.to_trajectory() for ep in episodes]
+
+    def _turns(self, episodes: list[_Episode], on_turn, act, pool) -> None:
+        """The turn loop: one batched `act` call per turn for the live episodes."""
+        cfg = self.config
+        tokens_out = 0
+        for turn in range(cfg.max_turns):
+            live = [ep for ep in episodes if not ep.done]
+            for ep in live:
+                if cfg.episode_timeout_s is not None and (
+                    time.monotonic() - ep.started > cfg.episode_timeout_s
+                ):
+                    ep.finish(StopReason.TIMEOUT)
+                elif ep.num_tokens >= cfg.max_context_tokens:
+                    ep.finish(StopReason.MAX_TOKENS)
+            live = [ep for ep in live if not ep.done]
+            if not live:
+                break
+            budget = max(cfg.max_context_tokens - ep.num_tokens for ep in live)
+            params = SamplingParams(
+                max_new_tokens=min(cfg.max_new_tokens, budget),
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                stop=cfg.stop,
+                seed=None if cfg.seed is None else cfg.seed + turn,
+            )
+            samples = act(live, params, turn)
+            samples = [self._fit(ep, s) for ep, s in zip(live, samples)]
+            tokens_out += sum(len(s.token_ids) for s in samples)
+            steps = pool.map(self._step, live, samples) if pool else map(self._step, live, samples)
+            for ep, sample, result in zip(live, samples, steps):
+                self._record(ep, sample, result, turn)
+            if on_turn is not None:
+                on_turn(None, sum(ep.done for ep in episodes), tokens_out)
 
     def demonstrate(
         self,
