@@ -80,6 +80,10 @@ class TeacherSection:
     privileged: bool = True
     """Add the env's privileged context to the teacher's prompt (always on for
     privileged_self)."""
+    privileged_each_turn: bool = False
+    """privileged teachers: re-render every turn with that turn's privileged context (the
+    env's update after each step) instead of one sequence per episode with the reset's
+    (about 1.2x the step cost on two-turn episodes; see teachers.base.teacher_sequences)."""
     sibling_hint: bool = False
     """privileged teachers: also show the final answer of the best verified rollout of the
     same task group (SDPO-style; pair with group_size > 1)."""

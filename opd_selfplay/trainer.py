@@ -172,6 +172,7 @@ class Trainer(StepObjective):
                 t.ema_decay,
                 vocab,
                 t.sibling_hint,
+                t.privileged_each_turn,
             )
         if t.kind in ("snapshot", "ema"):
             return ModelTeacher(
@@ -183,6 +184,7 @@ class Trainer(StepObjective):
                 t.ema_decay,
                 vocab,
                 t.sibling_hint,
+                t.privileged_each_turn,
             )
         from opd_selfplay.agents.loading import load_policy
 
@@ -205,6 +207,7 @@ class Trainer(StepObjective):
                 t.privileged,
                 student_vocab=vocab,
                 sibling=t.sibling_hint,
+                each_turn=t.privileged_each_turn,
             )  # type: ignore[attr-defined]
         return ServerTeacher(teacher_policy, self.engine, t.top_k, t.privileged)
 

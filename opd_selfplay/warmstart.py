@@ -85,10 +85,9 @@ def sft_sequences(
     """Token sequences and the positions that carry loss (the kept turns' action tokens)."""
     out = []
     for traj, turns, hint in zip(trajs, keep, hinted):
+        # One sequence per episode, hinted or not: exactly what a privileged teacher scores.
         seqs = teacher_sequences(engine, [traj], privileged=hint)
-        if hint:  # one sequence per turn, in turn order (turns with actions only)
-            acting = [k for k, t in enumerate(traj.turns) if t.action_ids]
-            out.extend(seq for k, seq in zip(acting, seqs) if k in turns)
+        if not seqs:
             continue
         [(ids, positions)] = seqs
         kept, cursor = [], 0

@@ -87,11 +87,20 @@ def teacher_sequences(
     trajectories: Sequence[Trajectory],
     privileged: bool,
     hints: Mapping[tuple[int, int | None], str] | None = None,
+    each_turn: bool = False,
 ) -> list[tuple[list[int], list[int]]]:
     """The sequences a teacher must run, each with the positions of the action tokens in it.
 
-    Without privileged context, one sequence per trajectory (its own tokens). With it, one
-    sequence per turn: the re-rendered context, then that turn's action tokens unchanged.
+    Without privileged context: one sequence per trajectory, its own tokens. With it:
+    - default: still one sequence per trajectory — the first context re-rendered with the
+      privileged information the env gave at reset, then the trajectory's own tokens (every
+      later action, and the env's replies between them, unchanged). One teacher forward per
+      episode, like a white-box teacher's;
+    - `each_turn=True`: one sequence per turn, each re-rendered with the privileged context
+      of that turn (`privileged_before`: the reset's, then the env's update after each step,
+      e.g. feedback on the last attempt). Exact per-turn context, at about one more forward
+      over the conversation per turn (measured 1.22× a white-box step on two-turn Arithmetic,
+      against 0.97× for one sequence per episode).
     `hints` (from `sibling_hints`) add a line per task group to the privileged context.
 
     Returns:
@@ -104,13 +113,27 @@ def teacher_sequences(
             ids = list(traj.token_ids)
             out.append((ids, [i for i, m in enumerate(traj.action_mask) if m]))
             continue
+        extra = (hints or {}).get((traj.group, traj.seed), "")
+
+        def note(k: int, traj: Trajectory = traj, extra: str = extra) -> str:
+            text = privileged_before(traj, k)
+            return f"{text}\n{extra}" if text and extra else text or extra
+
+        if not each_turn:
+            ids, positions = [], []
+            for k, turn in enumerate(traj.turns):
+                ids.extend(
+                    engine.turn_context_ids(traj, 0, note(0)) if k == 0 else turn.context_ids
+                )
+                positions.extend(range(len(ids), len(ids) + len(turn.action_ids)))
+                ids.extend(turn.action_ids)
+            if positions:
+                out.append((ids, positions))
+            continue
         for k, turn in enumerate(traj.turns):
             if not turn.action_ids:
                 continue
-            text = privileged_before(traj, k)
-            extra = (hints or {}).get((traj.group, traj.seed), "")
-            text = f"{text}\n{extra}" if text and extra else text or extra
-            context = engine.turn_context_ids(traj, k, text)
+            context = engine.turn_context_ids(traj, k, note(k))
             ids = context + list(turn.action_ids)
             out.append((ids, list(range(len(context), len(ids)))))
     return out

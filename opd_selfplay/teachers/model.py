@@ -43,6 +43,8 @@ class ModelTeacher:
         student_vocab: the student's vocabulary size, checked against the teacher's.
         sibling: with `privileged`, also show the final answer of the best verified rollout
             of the same task group (SDPO-style); call `prepare` with the step's episodes.
+        each_turn: with `privileged`, re-render every turn with that turn's privileged
+            context (see `teacher_sequences`) instead of one sequence per episode.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class ModelTeacher:
         ema_decay: float = 0.99,
         student_vocab: int | None = None,
         sibling: bool = False,
+        each_turn: bool = False,
     ) -> None:
         if update not in ("fixed", "snapshot", "ema", "live"):
             raise ValueError(f"teacher update must be fixed, snapshot, ema or live; got {update!r}")
@@ -72,6 +75,7 @@ class ModelTeacher:
             )
         self.pad_id = int(engine.tokenizer.pad_token_id or 0)
         self.sibling = sibling and privileged
+        self.each_turn = each_turn
         self.hints: dict[tuple[int, int | None], str] = {}
 
     @property
@@ -88,7 +92,9 @@ class ModelTeacher:
     def score(self, trajectories: Sequence[Trajectory]) -> TeacherSignal:
         """The full distribution (hidden states + head, projected lazily) and the sampled
         tokens' log-probs at every action token."""
-        sequences = teacher_sequences(self.engine, trajectories, self.privileged, self.hints)
+        sequences = teacher_sequences(
+            self.engine, trajectories, self.privileged, self.hints, self.each_turn
+        )
         was_training = self.model.training
         self.model.eval()
         try:

@@ -63,9 +63,18 @@ def test_privileged_context_changes_scores_not_tokens(setup):
     assert hinted.logits().shape == plain.logits().shape
     assert not torch.allclose(hinted.logprobs_N, plain.logprobs_N, atol=1e-3)
     assert [(t.token_ids, t.action_mask) for t in trajs] == before
-    # The re-rendered context holds the privileged text of that turn and ends right where the
-    # action begins; the action tokens themselves are the sampled ones.
-    seqs = teacher_sequences(engine, trajs[:1], privileged=True)
+    # Default: one sequence per episode, the first context re-rendered with the reset's
+    # privileged text, then the episode's own tokens.
+    [(ids, positions)] = teacher_sequences(engine, trajs[:1], privileged=True)
+    traj = trajs[0]
+    assert [ids[p] for p in positions] == [t for turn in traj.turns for t in turn.action_ids]
+    first = engine.turn_context_ids(traj, 0, "seed 0")
+    assert ids[: len(first)] == first and "seed 0" in engine.tokenizer.decode(first)
+    own = list(traj.token_ids)[: len(traj.token_ids) - len(traj.tail_ids)]  # no final reply
+    assert ids[len(first) :] == own[len(traj.turns[0].context_ids) :]
+    # each_turn: one sequence per turn, each with the privileged text of that turn, ending
+    # right where the action begins; the action tokens themselves are the sampled ones.
+    seqs = teacher_sequences(engine, trajs[:1], privileged=True, each_turn=True)
     assert len(seqs) == 3
     tok = engine.tokenizer
     for k, (ids, positions) in enumerate(seqs):
@@ -135,3 +144,38 @@ def test_grey_box_server_teacher_over_http(setup):
     assert torch.allclose(signal.topk_logprobs_NK, ref_vals, atol=1e-4)
     sampled = torch.tensor([lp for t in trajs for turn in t.turns for lp in turn.action_logprobs])
     assert torch.allclose(signal.logprobs_N, sampled, atol=1e-4)
+
+
+def test_one_sequence_per_episode_equals_per_turn_contexts_when_the_hint_is_constant(setup):
+    """With the same privileged text at every turn and canonically tokenized actions, the
+    single re-rendered sequence is the per-turn contexts joined (the template is
+    prefix-consistent): the same scores. (Sampled actions may hold tokens that their text
+    does not re-tokenize to; per-turn contexts re-render earlier actions from text, the
+    single sequence keeps the sampled tokens.)"""
+    import dataclasses
+
+    from toyenvs import ScriptedPolicy
+
+    engine, _ = setup
+    scripted = RolloutEngine(
+        ScriptedPolicy(engine.tokenizer, ["12", "no, 7", "7 it is"]), engine.config
+    )
+    trajs = scripted.run(
+        lambda: Scripted(["wrong, again", [{"role": "tool", "content": "7"}]]), [0, 1], 1
+    )
+    same = [
+        dataclasses.replace(
+            t,
+            turns=tuple(
+                dataclasses.replace(turn, info={**turn.info, "privileged": f"seed {t.seed}"})
+                for turn in t.turns
+            ),
+        )
+        for t in trajs
+    ]
+    one = ModelTeacher(engine.policy.model, engine, "live", privileged=True).score(same)
+    each = ModelTeacher(engine.policy.model, engine, "live", privileged=True, each_turn=True)
+    assert torch.allclose(one.logprobs_N, each.score(same).logprobs_N, atol=1e-5)
+    assert len(teacher_sequences(engine, same, True)) == len(same)
+    assert len(teacher_sequences(engine, same, True, each_turn=True)) == 3 * len(same)
+    assert all(len(t.turns) == 3 for t in same)
