@@ -227,12 +227,14 @@ def test_privileged_teacher_with_a_sibling_hint_sees_the_verified_answer(tiny_po
     plain = ModelTeacher(tiny_policy.model, engine, "live", privileged=True)
     sib = ModelTeacher(tiny_policy.model, engine, "live", privileged=True, sibling=True)
     sib.prepare(trajs)
-    seqs = teacher_sequences(engine, trajs[:1], True, sib.hints)
     tok = engine.tokenizer
-    for k, (ids, positions) in enumerate(seqs):
-        context = tok.decode(ids[: positions[0]])
-        assert hints[(0, trajs[0].seed)] in context
-        assert tuple(ids[p] for p in positions) == trajs[0].turns[k].action_ids
+    for each_turn in (False, True):
+        seqs = teacher_sequences(engine, trajs[:1], True, sib.hints, each_turn)
+        assert len(seqs) == (2 if each_turn else 1)
+        actions = [t for turn in trajs[0].turns for t in turn.action_ids]
+        assert [ids[p] for ids, positions in seqs for p in positions] == actions
+        for ids, positions in seqs:
+            assert hints[(0, trajs[0].seed)] in tok.decode(ids[: positions[0]])
     a, b = plain.score(trajs), sib.score(trajs)
     n0 = trajs[0].num_action_tokens + trajs[1].num_action_tokens
     assert not torch.allclose(a.logprobs_N[:n0], b.logprobs_N[:n0], atol=1e-4)
