@@ -109,7 +109,12 @@ def test_entry_point_and_gpu_dry_run_write_reports(tmp_path: Path) -> None:
 
     gpu_report = (gpu_out / "report.md").read_text()
     assert "## gpu_opd_step" in gpu_report and "## gpu_rollout" in gpu_report
-    assert "skipped:" not in gpu_report.split("## gpu_opd_step")[1].split("\n## ")[0]
+    opd_section = gpu_report.split("## gpu_opd_step")[1].split("\n## ")[0]
+    if importlib.util.find_spec("trl") is not None:
+        assert "skipped:" not in opd_section
+    else:  # CI installs no peers: TRL's contender is skipped with the reason, ours still runs
+        assert "trl_fast skipped: No module named 'trl'" in opd_section
+        assert "| ours |" in opd_section
     gpu_rows = [json.loads(x) for x in (gpu_out / "records.jsonl").read_text().splitlines()]
     tokens = [r for r in gpu_rows if r.get("metric") == "tokens_per_s"]
     assert {r["contender"] for r in tokens} == {"ours_hf", "hf_generate"}
