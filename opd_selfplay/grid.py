@@ -193,7 +193,7 @@ def grid_cells(settings: GridSettings) -> list[Cell]:
                         "objective.kind": "sequence"}),
         Cell("tf-verified-self", "outcome", "teacher-free", "sequence",
              "cross-entropy on the best verified sibling (G=4), for its failed siblings; "
-             "lr 3e-4 (at the shared 1e-3 it dipped to 0.14 before recovering to 0.35)",
+             "lr 3e-4 (at the shared 1e-3 it fell below its start before recovering)",
              grouped=True,
              overrides={"teacher.kind": "verified_self", "objective.kind": "sequence",
                         "optim.lr": 3e-4}),
