@@ -6,15 +6,18 @@ order of `action_rows`). Each action token is scored in its full conversation co
 multi-turn trajectories are handled like single-turn ones.
 
 Sources (survey axis "teacher access"; arXiv 2604.00626):
-- `ModelTeacher`, white-box (full logits):
-  - `update="fixed"`: another local model with the same tokenizer (a different vocabulary
-    raises a clear error naming both sizes);
+- `ModelTeacher`, white-box (full distribution, as hidden states + lm_head projected block
+  by block by the loss, so no positions × vocabulary tensor is built):
+  - `update="fixed"`: another local model with the same tokenizer (a different tokenizer
+    is refused naming both sizes unless `teacher.cross_tokenizer` is set);
   - `update="snapshot"`: a frozen copy of the student, refreshed every K steps (K = 0: never);
   - `update="ema"`: an exponential moving average of the student;
   - `update="live"`: the student's own current weights (no copy);
   - `privileged=True` on any of them: the context is re-rendered with the environment's
-    privileged information (reference answer, verifier feedback) in the system message, and
-    the *same* action tokens are scored (OPSD/SDFT/SDPO-style privileged self-distillation).
+    privileged information (reference answer; per turn, with `each_turn`, also the feedback
+    so far; with `sibling`, a verified sibling's answer) in the system message, and the
+    *same* action tokens are scored (OPSD/SDFT/SDPO-style privileged self-distillation):
+    one teacher sequence per episode by default (`base.teacher_sequences`).
     The notes on the teacher-free demo found that a *live* privileged self collapses (moving
     the student moves the teacher); a frozen snapshot is stable, so that is the default.
 - `ServerTeacher`, grey-box: top-k log-probs from an OpenAI-compatible server (`opd serve`,
