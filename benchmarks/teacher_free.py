@@ -13,8 +13,8 @@ the same length in every contender), token-level forward KL, AdamW, one thread. 
   student's size scoring each trajectory's own tokens (one sequence per trajectory);
 - `snapshot`: `teacher.kind=snapshot` — a frozen copy of the student, same scoring;
 - `privileged_self`: `teacher.kind=privileged_self` — a frozen copy of the student that
-  scores the same action tokens after a re-rendered context with the env's privileged
-  information (the answer, the feedback so far) in the system message.
+  scores the same action tokens after a re-rendered first context with the env's privileged
+  information (the answer) in the system message, one sequence per trajectory.
 
 Case `step`: seconds per `train_step` (goal: ≤ 1.1× `white_box` for `snapshot` and
 `privileged_self`: re-rendering the context must not cost more than a forward pass).
@@ -190,9 +190,10 @@ def suite(quick: bool) -> SuiteResult:
             f"student and teachers ≈{sum(p.numel() for p in white.model.parameters()) / 1e6:.1f} M "
             f"parameters; {step_rounds} interleaved steps after {warmup} warm-up, {score_rounds} "
             "score rounds; one thread; the machine is shared, so figures are indicative",
-            "white_box and snapshot run one sequence per trajectory; privileged_self one per "
-            "turn (its context differs per turn: the feedback so far), re-rendered through the "
-            "chat template and re-tokenized every step",
+            "every teacher runs one sequence per trajectory; privileged_self's first context is "
+            "re-rendered with the reset's privileged text through the chat template and "
+            "re-tokenized every step (teacher.privileged_each_turn=true would re-render every "
+            "turn instead)",
         ]
     comparisons = [
         Comparison(SUITE, "step", "seconds", "privileged_self", "white_box", 1.1),
