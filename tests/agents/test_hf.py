@@ -149,3 +149,16 @@ def test_bad_sampling_params_are_refused():
         SamplingParams(max_new_tokens=0)
     with pytest.raises(ValueError, match="temperature"):
         SamplingParams(temperature=-1)
+
+
+def test_inverse_cdf_draw_matches_the_distribution_and_skips_zero_mass():
+    from opd_selfplay.agents.hf import _draw
+
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.tensor([[0.2, 0.0, 1.2, 0.6, 0.0]]).repeat(100_000, 1)  # unnormalised
+    counts = torch.bincount(_draw(probs, gen), minlength=5).double() / 100_000
+    assert counts[1] == 0 and counts[4] == 0  # zero-probability tokens are never drawn
+    expected = torch.tensor([0.1, 0.0, 0.6, 0.3, 0.0], dtype=torch.float64)
+    assert torch.allclose(counts, expected, atol=0.006)  # > 4 standard errors at n = 1e5
+    again = _draw(probs[:8], torch.Generator().manual_seed(3))
+    assert torch.equal(again, _draw(probs[:8], torch.Generator().manual_seed(3)))  # seeded
