@@ -41,6 +41,7 @@ from pathlib import Path
 from benchmarks.harness import (
     Comparison,
     SuiteResult,
+    available_bytes,
     interleave,
     peak_rss_bytes,
     peak_rss_reset,
@@ -206,14 +207,6 @@ def _worker(contender: str, new_tokens: int, steps: int) -> dict:
     }
 
 
-def _available_bytes() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def _spawn(contender: str, new_tokens: int, steps: int) -> dict[str, float]:
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ)
@@ -252,7 +245,7 @@ def suite(quick: bool) -> SuiteResult:
         "(VmHWM after a reset, minus the baseline)",
     ]
     contenders = {}
-    available = _available_bytes()
+    available = available_bytes()
     for name in CONTENDERS:
         if name == "trl_fast":
             try:
