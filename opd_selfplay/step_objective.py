@@ -38,7 +38,7 @@ from opd_selfplay.teachers import (
     VerifiedSelfTeacher,
     sampled_token_ids,
 )
-from opd_selfplay.teachers.base import action_hidden, output_head
+from opd_selfplay.teachers.base import action_head
 from opd_selfplay.teachers.spin import sum_per_sequence
 from opd_selfplay.types import Trajectory
 
@@ -200,9 +200,7 @@ class StepObjective:
         and its lm_head: logits are projected block by block by whoever consumes them."""
         # One forward under DDP (its reducer expects one forward per backward); buckets otherwise.
         bucket = len(sequences) if self.world > 1 else 32
-        hidden = action_hidden(self.train_model, sequences, self.policy.pad_token_id, bucket)
-        weight, bias = output_head(self.train_model)
-        return LinearHead(hidden, weight, bias)
+        return action_head(self.train_model, sequences, self.policy.pad_token_id, bucket)
 
     def _target_logprobs(
         self, sequences: list[tuple[list[int], list[int]]], per_sequence: bool = False

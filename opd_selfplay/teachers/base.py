@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from opd_selfplay.chunking import LinearHead
+from opd_selfplay.teachers.verified import best_verified
 from opd_selfplay.types import Trajectory
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,20 +66,9 @@ def privileged_before(traj: Trajectory, turn: int) -> str:
 def sibling_hints(trajectories: Sequence[Trajectory]) -> dict[tuple[int, int | None], str]:
     """Per task group (group id, seed), the final answer of its best verified rollout, as a
     line of privileged context ("a successful sibling rollout from the same group")."""
-    best: dict[tuple[int, int | None], Trajectory] = {}
-    for t in trajectories:
-        if not (t.success and any(turn.action_ids for turn in t.turns)):
-            continue
-        key = (t.group, t.seed)
-        cur = best.get(key)
-        if cur is None or (len(t.turns), t.num_action_tokens) < (
-            len(cur.turns),
-            cur.num_action_tokens,
-        ):
-            best[key] = t
     return {
-        key: f"A verified answer from another attempt: {t.turns[-1].action_text}"
-        for key, t in best.items()
+        (t.group, t.seed): f"A verified answer from another attempt: {t.turns[-1].action_text}"
+        for t in best_verified(trajectories).values()
     }
 
 
@@ -155,23 +145,19 @@ def action_rows(
     return _rows(model, sequences, pad_id, bucket, hidden=False)
 
 
-def action_hidden(
+def action_head(
     model: torch.nn.Module,
     sequences: Sequence[tuple[list[int], list[int]]],
     pad_id: int,
     bucket: int = 32,
-) -> torch.Tensor:
-    """Like `action_rows`, but the final hidden states (N, H) (after the last norm) instead
-    of the logits: the lm_head is applied later, block by block (`output_head`,
-    `chunking.LinearHead`), so no (positions × vocabulary) tensor is ever built — neither
+) -> LinearHead:
+    """Like `action_rows`, but the final hidden states (N, H) (after the last norm) with the
+    model's lm_head instead of the logits: the head is applied later, block by block
+    (`chunking.LinearHead`), so no (positions × vocabulary) tensor is ever built — neither
     over the context positions nor over the action rows."""
-    return _rows(model, sequences, pad_id, bucket, hidden=True)
-
-
-def output_head(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The (V, H) weight and the bias (or None) of a causal LM's output embedding."""
     head = unwrap(model).get_output_embeddings()
-    return head.weight, getattr(head, "bias", None)
+    hidden = _rows(model, sequences, pad_id, bucket, hidden=True)
+    return LinearHead(hidden, head.weight, getattr(head, "bias", None))
 
 
 def _rows(

@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from opd_selfplay.chunking import LinearHead, token_logprobs
+from opd_selfplay.chunking import token_logprobs
 from opd_selfplay.teachers.base import (
     TeacherSignal,
-    action_hidden,
+    action_head,
     frozen_copy,
-    output_head,
     sampled_token_ids,
     sibling_hints,
     teacher_sequences,
@@ -98,12 +97,10 @@ class ModelTeacher:
         was_training = self.model.training
         self.model.eval()
         try:
-            hidden = action_hidden(self.model, sequences, self.pad_id)
+            head = action_head(self.model, sequences, self.pad_id)
         finally:
             self.model.train(was_training)
-        weight, bias = output_head(self.model)
-        head = LinearHead(hidden, weight, bias)
-        ids = sampled_token_ids(trajectories).to(hidden.device)
+        ids = sampled_token_ids(trajectories).to(head.hidden.device)
         return TeacherSignal(head=head, logprobs_N=token_logprobs(head, ids))
 
     @torch.no_grad()

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from opd_selfplay.chunking import LinearHead, token_logprobs
+from opd_selfplay.chunking import token_logprobs
 from opd_selfplay.errors import InputError
-from opd_selfplay.teachers.base import action_hidden, frozen_copy, output_head, unwrap
+from opd_selfplay.teachers.base import action_head, frozen_copy, unwrap
 from opd_selfplay.types import Trajectory
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,10 +88,9 @@ class SpinOpponent:
         self, sequences: Sequence[tuple[list[int], list[int]]], temperature: float = 1.0
     ) -> torch.Tensor:
         """log π_old(y | x) of each sequence's action tokens, shape (len(sequences),)."""
-        hidden = action_hidden(self.model, sequences, self.pad_id)
-        weight, bias = output_head(self.model)
-        ids = torch.as_tensor([seq[p] for seq, ps in sequences for p in ps], device=hidden.device)
-        logp = token_logprobs(LinearHead(hidden, weight, bias), ids, temperature)
+        head = action_head(self.model, sequences, self.pad_id)
+        ids = [seq[p] for seq, ps in sequences for p in ps]
+        logp = token_logprobs(head, torch.as_tensor(ids, device=head.hidden.device), temperature)
         return sum_per_sequence(logp, sequences)
 
     @torch.no_grad()

@@ -41,15 +41,7 @@ class VerifiedSelfTeacher:
 
     def winners(self, trajectories: Sequence[Trajectory]) -> dict[int, Trajectory]:
         """Per group id, its best verified trajectory (groups without one are absent)."""
-        best: dict[int, Trajectory] = {}
-        for traj in trajectories:
-            if not (traj.success and traj.reward >= self.min_reward and traj.num_action_tokens):
-                continue
-            cur = best.get(traj.group)
-            key = (-traj.reward, len(traj.turns), traj.num_action_tokens)
-            if cur is None or key < (-cur.reward, len(cur.turns), cur.num_action_tokens):
-                best[traj.group] = traj
-        return best
+        return best_verified(trajectories, self.min_reward)
 
     def targets(self, trajectories: Sequence[Trajectory]) -> list[tuple[list[int], list[int]]]:
         """The winner's context and last action, once per sibling that did not succeed.
@@ -74,6 +66,24 @@ class VerifiedSelfTeacher:
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         pass
+
+
+def best_verified(
+    trajectories: Sequence[Trajectory], min_reward: float = 0.0
+) -> dict[int, Trajectory]:
+    """Per group id, its best verified trajectory: succeeded with reward ≥ `min_reward` and
+    some action tokens; the highest reward, then the fewest turns, then the fewest action
+    tokens (groups without one are absent). Shared by the verified self-teacher and the
+    privileged teachers' sibling hint."""
+    best: dict[int, Trajectory] = {}
+    for traj in trajectories:
+        if not (traj.success and traj.reward >= min_reward and traj.num_action_tokens):
+            continue
+        cur = best.get(traj.group)
+        key = (-traj.reward, len(traj.turns), traj.num_action_tokens)
+        if cur is None or key < (-cur.reward, len(cur.turns), cur.num_action_tokens):
+            best[traj.group] = traj
+    return best
 
 
 def last_action_target(traj: Trajectory) -> tuple[list[int], list[int]]:
