@@ -34,8 +34,11 @@ from opd_selfplay.agents.kv_cache import (
     Stored,
     gathered,
     match_rows,
+    new_buffers,
+    place_stored,
     plain_layers,
     preallocated,
+    static_over,
 )
 from opd_selfplay.errors import InputError
 
@@ -203,14 +206,15 @@ class HFPolicy:
                 self._reuse = False
                 self._stored = None
 
-    def _start(self, prompts: list[list[int]]) -> Start:
+    def _start(self, prompts: list[list[int]], room: int) -> Start:
         """Run the prompts through the model: the KV cache and the logits after each prompt.
 
         Rows that extend a stored row (`reuse_kv`) run only their new tokens. On CPU, long
-        prompts of different lengths run in groups of equal (cached, total) length with no
-        padding, hence no attention mask (with one, PyTorch's CPU attention was 2-3x slower
-        at ~1,700 tokens on the tiny model, and every row pays for the longest); below a
-        few hundred tokens the extra forwards' fixed cost outweighs that.
+        prompts run in groups of equal (cached, total) length with no padding, hence no
+        attention mask (with one, PyTorch's CPU attention was 2-3x slower at ~1,700 tokens on
+        the tiny model, and every row pays for the longest), straight into a decode cache
+        with `room` free positions after the prompts; below a few hundred tokens the extra
+        forwards' fixed cost outweighs that.
         """
         from transformers import DynamicCache
         from transformers.cache_utils import DynamicLayer
@@ -226,15 +230,14 @@ class HFPolicy:
         for row, (p, c) in enumerate(zip(prompts, cached)):
             groups.setdefault((c, len(p)), []).append(row)
         if (
-            len(groups) > 1
-            and max(len(p) for p in prompts) >= _LONG_PROMPT_TOKENS
+            max(len(p) for p in prompts) >= _LONG_PROMPT_TOKENS
             and self.device.type == "cpu"
             and plain_layers(DynamicCache(config=self.model.config), DynamicLayer)
         ):
-            return self._start_grouped(prompts, groups, stored, source)
+            return self._start_grouped(prompts, groups, stored, source, room)
         if stored is None:
             return self._start_padded(prompts)
-        return self._start_extending(prompts, stored, source, cached)
+        return self._start_extending(prompts, stored, source, cached, room)
 
     def _start_padded(self, prompts: list[list[int]]) -> Start:
         """One forward over the left-padded prompts."""
@@ -250,22 +253,30 @@ class HFPolicy:
         return Start(cache, out.logits[:, -1, :], mask, positions[:, -1:] + 1, index)
 
     def _start_extending(
-        self, prompts: list[list[int]], stored: Stored, source: list[int], cached: list[int]
+        self,
+        prompts: list[list[int]],
+        stored: Stored,
+        source: list[int],
+        cached: list[int],
+        room: int,
     ) -> Start:
         """One forward over the new tokens of every row, after its stored keys and values.
 
         Row j is laid out as [pads][its cached c_j tokens][pads][its r_j new tokens], so the
         cached parts fill a left block and the new tokens a right one (the mask hides pads).
+        The stored keys and values are copied once, into a cache with `room` free positions
+        for decoding, and the forward appends to it in place.
         """
         import torch
 
         batch, device = len(prompts), self.device
         fresh = [len(p) - c for p, c in zip(prompts, cached)]
         width_c, width_r = max(cached), max(fresh)
+        width = width_c + width_r
         slots = torch.zeros((batch, width_c), dtype=torch.long)
         ids = torch.full((batch, width_r), self.pad_token_id, dtype=torch.long)
         positions = torch.zeros((batch, width_r), dtype=torch.long)
-        mask = torch.zeros((batch, width_c + width_r), dtype=torch.long)
+        mask = torch.zeros((batch, width), dtype=torch.long)
         index = []
         for j, (p, c, r, s) in enumerate(zip(prompts, cached, fresh, source)):
             if s >= 0:
@@ -273,15 +284,31 @@ class HFPolicy:
             ids[j, width_r - r :] = torch.as_tensor(p[c:], dtype=torch.long)
             positions[j, width_r - r :] = torch.arange(c, c + r)
             mask[j, width_c - c : width_c] = 1
-            mask[j, width_c + width_r - r :] = 1
+            mask[j, width - r :] = 1
             left = torch.arange(width_c - c, width_c)
-            index.append(torch.cat([left, torch.arange(width_c + width_r - r, width_c + width_r)]))
+            index.append(torch.cat([left, torch.arange(width - r, width)]))
         mask = mask.to(device)
-        rows = torch.tensor([max(s, 0) for s in source], device=device)
-        cache = gathered(stored, rows, slots.to(device), mask[:, :width_c, None].bool())
+        dtype = next(self.model.parameters()).dtype
+        made = new_buffers(self.model.config, batch, width + room, dtype, device)
+        cache = None
+        if made is not None:
+            keys, values = made
+            for j, (c, s) in enumerate(zip(cached, source)):
+                if s >= 0:
+                    place_stored(stored, s, c, keys, values, j, width_c - c)
+            config = self.model.config
+            cache = static_over(
+                [k[:, :, :width] for k in keys], [v[:, :, :width] for v in values], width_c, config
+            )
+        if cache is None:  # this transformers' cache cannot be written in place: copies
+            room = 0
+            rows = torch.tensor([max(s, 0) for s in source], device=device)
+            cache = gathered(stored, rows, slots.to(device), mask[:, :width_c, None].bool())
         out = self._forward(ids.to(device), mask, positions.to(device), cache, logits_to_keep=1)
+        if room:
+            cache = static_over(keys, values, width, self.model.config)
         next_pos = torch.tensor([[len(p)] for p in prompts], device=device)
-        return Start(cache, out.logits[:, -1, :], mask, next_pos, index)
+        return Start(cache, out.logits[:, -1, :], mask, next_pos, index, room)
 
     def _start_grouped(
         self,
@@ -289,45 +316,68 @@ class HFPolicy:
         groups: dict[tuple[int, int], list[int]],
         stored: Stored | None,
         source: list[int],
+        room: int,
     ) -> Start:
-        """Forwards over groups of rows with equal (cached, total) lengths, no padding; the
-        groups' caches joined, left-padded, into the batch's."""
+        """Forwards over groups of rows with equal (cached, total) lengths, no padding.
+
+        The batch's cache is allocated once, left-padded, with `room` positions for decoding.
+        A group of adjacent rows copies its stored keys and values into its slice of it and
+        its forward appends there in place; other groups run on a copy that is then placed.
+        (Per-group caches that grow by concatenation cost as much as the forwards on the
+        tiny model: fresh allocations of ~0.5 MB fault their pages in.)
+        """
         import torch
         from transformers import DynamicCache
 
         batch, device = len(prompts), self.device
         width = max(len(p) for p in prompts)
+        total = width + room
+        dtype = next(self.model.parameters()).dtype
+        made = new_buffers(self.model.config, batch, total, dtype, device)
+        if made is None:
+            raise RuntimeError("grouped prefill needs the model's cache shape")  # pragma: no cover
+        keys, values = made
         last = None
-        keys: list[torch.Tensor] = []
-        values: list[torch.Tensor] = []
         for (c, n), rows in groups.items():
-            rows_t = torch.as_tensor(rows, device=device)
-            part = DynamicCache(config=self.model.config)
-            if c:  # the rows' stored keys and values, contiguous: [rows, heads, c, dim]
-                src = torch.tensor([source[j] for j in rows], device=device)
+            lo, hi = rows[0], rows[-1] + 1
+            cols = slice(width - n, width)
+            part = None
+            if hi - lo == len(rows):  # adjacent rows: work in the batch's cache itself
+                k_in = [k[lo:hi, :, cols] for k in keys]
+                v_in = [v[lo:hi, :, cols] for v in values]
+                for j in rows if c else ():
+                    assert stored is not None
+                    place_stored(stored, source[j], c, k_in, v_in, j - lo, 0)
+                part = static_over(k_in, v_in, c, self.model.config)
+            placed = part is not None
+            if part is None and c:  # the rows' stored keys and values: [rows, heads, c, dim]
                 assert stored is not None
+                src = torch.tensor([source[j] for j in rows], device=device)
                 slots = torch.stack([stored.index[source[j]][:c] for j in rows]).to(device)
                 part = gathered(stored, src, slots, None)
+            elif part is None:
+                part = DynamicCache(config=self.model.config)
             ids = torch.tensor([prompts[j][c:] for j in rows], device=device)
             positions = torch.arange(c, n, device=device).expand(len(rows), -1)
             out = self._forward(ids, None, positions, part, logits_to_keep=1)
+            rows_t = torch.as_tensor(rows, device=device)
             if last is None:
                 last = out.logits.new_empty((batch, out.logits.shape[-1]))
             last[rows_t] = out.logits[:, -1, :]
-            for i, layer in enumerate(part.layers):
-                k, v = layer.keys, layer.values
-                if len(keys) <= i:  # [B, kv heads, width, head dim], zeros on the pads
-                    keys.append(k.new_zeros((batch, k.shape[1], width, k.shape[3])))
-                    values.append(v.new_zeros((batch, v.shape[1], width, v.shape[3])))
-                keys[i][rows_t, :, width - n :] = k
-                values[i][rows_t, :, width - n :] = v
-        cache = DynamicCache(config=self.model.config)
-        for i, (k, v) in enumerate(zip(keys, values)):
-            cache.update(k, v, i)
+            if not placed:
+                for i, layer in enumerate(part.layers):
+                    keys[i][rows_t, :, cols] = layer.keys
+                    values[i][rows_t, :, cols] = layer.values
+        cache = static_over(keys, values, width, self.model.config) if room else None
+        if cache is None:
+            room = 0
+            cache = DynamicCache(config=self.model.config)
+            for i, (k, v) in enumerate(zip(keys, values)):
+                cache.update(k[:, :, :width], v[:, :, :width], i)
         _, mask = self._left_pad(prompts)
         index = [torch.arange(width - len(p), width) for p in prompts]
         next_pos = torch.tensor([[len(p)] for p in prompts], device=device)
-        return Start(cache, last, mask, next_pos, index)
+        return Start(cache, last, mask, next_pos, index, room)
 
     def _store(
         self,
@@ -396,15 +446,16 @@ class HFPolicy:
         pad = torch.full((batch,), self.pad_token_id, device=self.device)
         texts: list[list[int]] = [[] for _ in range(batch)]  # only kept for stop strings
         with torch.inference_mode():
-            start = self._start(prompts)
+            start = self._start(prompts, params.max_new_tokens)
             last, next_pos, width = start.last, start.next_pos, start.mask.shape[1]
             # A dynamic cache copies all its keys and values at every step: with a long
             # context, decode into a preallocated one (measured on the tiny model: rollouts
             # with 1,750-token contexts 17% faster; no gain at 60 tokens).
             cache = start.cache
-            if width >= _LONG_PROMPT_TOKENS:
+            if width >= _LONG_PROMPT_TOKENS and not start.room:
                 cache = preallocated(cache, width + params.max_new_tokens, self.model.config)
-            grown = cache is start.cache  # else the mask spans the whole cache, future masked
+            # else the mask spans the whole cache, the future masked
+            grown = cache is start.cache and not start.room
             full_mask = torch.zeros(
                 (batch, width + params.max_new_tokens), dtype=start.mask.dtype, device=self.device
             )

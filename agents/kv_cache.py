@@ -26,6 +26,8 @@ class Start:
     """[B, 1]: position id of each row's next token."""
     index: list[torch.Tensor]
     """Per row: the cache positions of its prompt's tokens, in order."""
+    room: int = 0
+    """Positions already allocated after the prompts (a preallocated decode cache)."""
 
 
 @dataclass
@@ -57,6 +59,32 @@ def gathered(stored: Stored, rows, slots, keep) -> DynamicCache:
     return cache
 
 
+def place_stored(stored: Stored, s: int, c: int, keys, values, row: int, at: int) -> None:
+    """Copy the first `c` cached positions of stored row `s` into row `row` of the per-layer
+    `keys` / `values` tensors, at positions `at` to `at + c`."""
+    slots = stored.index[s][:c]
+    first = int(slots[0])
+    run = int(slots[-1]) - first == c - 1  # positions are increasing: one run is a slice
+    for dst, src in ((keys, stored.keys), (values, stored.values)):
+        for d, whole in zip(dst, src):
+            got = whole[s, :, first : first + c] if run else whole[s][:, slots]
+            d[row, :, at : at + c] = got
+
+
+def new_buffers(config, batch: int, length: int, dtype, device):
+    """Zeroed per-layer key and value tensors `[batch, kv heads, length, head dim]` for a
+    decoder's cache (None when its config does not say the shape)."""
+    import torch
+
+    shape = layer_shape(config)
+    if shape is None:
+        return None
+    layers, heads, dim = shape
+    made = [torch.zeros((batch, heads, length, dim), dtype=dtype, device=device)]
+    made += [torch.zeros_like(made[0]) for _ in range(2 * layers - 1)]
+    return made[:layers], made[layers:]
+
+
 def plain_layers(cache, classes: type | tuple[type, ...]) -> bool:
     """Whether every layer of `cache` is a plain full-attention layer (what joining, reusing
     and preallocating caches row by row assumes; sliding-window and other layers are not)."""
@@ -77,6 +105,45 @@ def preallocated(cache: DynamicCache, length: int, config) -> DynamicCache:
     for i, layer in enumerate(cache.layers):
         static.update(layer.keys, layer.values, i)
     return static
+
+
+def layer_shape(config) -> tuple[int, int, int] | None:
+    """(layers, KV heads, head dim) of a decoder's cache, from its config (None: unknown)."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layers = getattr(config, "num_hidden_layers", None)
+    heads = getattr(config, "num_attention_heads", None)
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    dim = getattr(config, "head_dim", None)
+    if dim is None and heads and getattr(config, "hidden_size", None):
+        dim = config.hidden_size // heads
+    if not (layers and kv_heads and dim):
+        return None
+    return int(layers), int(kv_heads), int(dim)
+
+
+def static_over(keys: list[torch.Tensor], values: list[torch.Tensor], filled: int, config):
+    """A `StaticCache` whose layer i stores into `keys[i]` / `values[i]` (`[B, kv heads, T,
+    head dim]`; views write through to their base) and holds `filled` positions already, so a
+    forward appends at `filled` without any copy. None where this transformers' static
+    layers do not keep their tensors and fill count as attributes (then copy instead)."""
+    import torch
+    from transformers import StaticCache
+    from transformers.cache_utils import StaticLayer
+
+    cache = StaticCache(config=config, max_cache_len=keys[0].shape[2])
+    layers = getattr(cache, "layers", None)
+    if not plain_layers(cache, StaticLayer) or len(layers) != len(keys):
+        return None
+    for layer, k, v in zip(layers, keys, values):
+        if not isinstance(getattr(layer, "cumulative_length", None), torch.Tensor):
+            return None
+        layer.device = k.device
+        layer.batch_size, layer.num_heads = k.shape[0], k.shape[1]
+        layer.k_head_dim, layer.v_head_dim = k.shape[-1], v.shape[-1]
+        layer.keys, layer.values = k, v
+        layer.cumulative_length = torch.tensor(filled, device=k.device)
+        layer.is_initialized = True
+    return cache
 
 
 def match_rows(prompts: list[list[int]], stored: list[list[int]]) -> list[int]:

@@ -85,3 +85,41 @@ def test_grouped_prefill_equals_the_padded_one(tiny_policy, monkeypatch):
     padded = policy.generate(prompts, params)
     monkeypatch.setattr(hf, "_LONG_PROMPT_TOKENS", 1)
     _close(padded, policy.generate(prompts, params))
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+@pytest.mark.parametrize("grouped", [True, False])
+def test_reuse_over_three_turns_equals_full_prefills(tiny_policy, monkeypatch, in_place, grouped):
+    """Reused caches over three turns, rows dropping out between turns. `grouped`: the CPU
+    path for long prompts (adjacent rows of equal lengths share one forward in the batch's own
+    cache, the others run apart; after a drop groups stop being adjacent); else one padded
+    forward over every row's new tokens. `in_place=False` is a transformers whose static
+    layers cannot be taken over (both paths then work on copies)."""
+    policy = HFPolicy(tiny_policy.model, tiny_policy.tokenizer)
+    policy.eos_token_ids = frozenset()
+    monkeypatch.setattr(hf, "_LONG_PROMPT_TOKENS", 1 if grouped else 10**9)
+    if not in_place:
+        monkeypatch.setattr(hf, "static_over", lambda *a, **k: None)
+    texts = ("same length A", "same length B", "other", "a much longer question here", "x")
+    prompts = [_chat(policy, t) for t in texts]
+    keep = ([0, 1, 2, 3, 4], [0, 2, 4], [1, 2])  # rows that play each turn
+    replies = ("<|end|><|user|>again<|end|><|assistant|>", "<|end|><|user|>no<|end|><|assistant|>")
+    with policy.reuse_kv():
+        turn, plain, reused = prompts, [], []
+        for t in range(3):
+            params = SamplingParams(max_new_tokens=5 + t, seed=10 + t)
+            out = policy.generate(turn, params)
+            reused.append(out)
+            if t < 2:
+                turn = _turn2(policy, turn, out, replies[t])
+                turn = [turn[i] for i in range(len(turn)) if i in keep[t + 1]]
+    turn = prompts
+    monkeypatch.setattr(hf, "_LONG_PROMPT_TOKENS", 10**9)  # plain padded prefills, no reuse
+    for t in range(3):
+        out = policy.generate(turn, SamplingParams(max_new_tokens=5 + t, seed=10 + t))
+        plain.append(out)
+        if t < 2:
+            turn = _turn2(policy, turn, out, replies[t])
+            turn = [turn[i] for i in range(len(turn)) if i in keep[t + 1]]
+    for a, b in zip(plain, reused):
+        _close(a, b)
