@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from opd_selfplay.chunking import token_logprobs
 from opd_selfplay.teachers.base import (
     TeacherSignal,
     action_head,
@@ -90,7 +89,7 @@ class ModelTeacher:
     @torch.no_grad()
     def score(self, trajectories: Sequence[Trajectory]) -> TeacherSignal:
         """The full distribution (hidden states + head, projected lazily) and the sampled
-        tokens' log-probs at every action token."""
+        tokens, whose log-probs are projected only if the objective reads them."""
         sequences = teacher_sequences(
             self.engine, trajectories, self.privileged, self.hints, self.each_turn
         )
@@ -101,7 +100,7 @@ class ModelTeacher:
         finally:
             self.model.train(was_training)
         ids = sampled_token_ids(trajectories).to(head.hidden.device)
-        return TeacherSignal(head=head, logprobs_N=token_logprobs(head, ids))
+        return TeacherSignal(head=head, sampled_ids_N=ids)
 
     @torch.no_grad()
     def after_step(self, student: torch.nn.Module, step: int) -> None:

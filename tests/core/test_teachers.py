@@ -55,6 +55,19 @@ def test_live_teacher_equals_the_students_own_distribution(setup):
     )  # temperature 1: sampling log-probs
 
 
+def test_sampled_logprobs_are_projected_only_when_read_and_carry_no_graph(setup):
+    engine, trajs = setup
+    teacher = ModelTeacher(engine.policy.model, engine, update="live")  # the student's weights
+    signal = teacher.score(trajs)
+    assert signal._logprobs_N is None  # a token-level loss never pays for the projection
+    with torch.enable_grad():
+        lazy = signal.logprobs_N
+    assert lazy is not None and not lazy.requires_grad
+    assert signal.logprobs_N is lazy  # computed once
+    sampled = torch.tensor([lp for t in trajs for turn in t.turns for lp in turn.action_logprobs])
+    assert torch.allclose(lazy, sampled, atol=1e-4)
+
+
 def test_privileged_context_changes_scores_not_tokens(setup):
     engine, trajs = setup
     before = [(t.token_ids, t.action_mask) for t in trajs]
