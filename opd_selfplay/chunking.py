@@ -168,14 +168,16 @@ def _chunk_loop(
         x = take(s_x)
         log_q = log_probs(x if s_w is None else F.linear(x, s_w, s_b), cfg.temperature)
         if cfg.with_entropy or cfg.weighting is not None:
-            h_t = -(log_p.exp() * log_p).sum(-1)
+            p_t = log_p.exp()  # once per block: each pass over (rows × V) costs
+            h_t = -(p_t * log_p).sum(-1)
             if cfg.weighting is not None:
                 w_c = w_c * cfg.weighting(h_t).to(cdtype)
             if cfg.with_entropy:
                 ent_t.index_copy_(0, idx, h_t)
                 ent_s.index_copy_(0, idx, -(log_q.exp() * log_q).sum(-1))
                 # KL(p‖q) = Σ p log p − Σ p log q = −H(p) − Σ p log q.
-                fkl.index_copy_(0, idx, -h_t - (log_p.exp() * log_q).sum(-1))
+                fkl.index_copy_(0, idx, -h_t - (p_t * log_q).sum(-1))
+            del p_t
         # The divergence's closed-form gradient w.r.t. this block's logits (log_q is consumed);
         # the projection's gradient is applied by hand below, straight into the accumulators.
         vals, g = log_probs_value_and_grad(spec, log_q, log_p, cfg.temperature, params, any_grad)
