@@ -29,13 +29,20 @@ Cases and contenders (one thread, interleaved rounds, the same seeded work in ev
    this run's did). Goals: ours ≥ 3× naive's episodes/s; ours ≥ 0.9× single_generate's
    tokens/s.
 
-What bounds the multi-turn figures with this 1 M model. ToolUse: each decoded token reads
-its row's whole KV cache (~1,750 positions), which batching cannot share (only the 4 MB of
-weights are shared), and every episode still needs one full prefill of its tool schemas;
-so the engine's edge over the naive loop comes from the three re-prefills that `reuse_kv`
-skips. Tokens/s next to one batched `generate`: every turn also runs the env's reply
-through the model (ToolUse: ~110 tokens a turn, against 16 sampled), plus a forward per turn
-and the envs and chat-template rendering; `generate` alone does none of that.
+What bounds the multi-turn figures with this 1 M model (profile of 64 ToolUse episodes,
+`HFPolicy` at e3f86d9: ours 9.0 s = first prefill 4.3 s + the later turns' prefills 2.4 s +
+64 decode steps 2.1 s + envs and rendering 0.2 s; single_generate 6.3 s = the same first
+prefill 4.3 s + 60 decode steps 1.9 s). ToolUse: every episode needs one full prefill of
+its own tool schemas (each task offers its plan's tools and distractors, so the 64 first
+prompts share only their first 102 tokens: a prefix cache would not help), which the naive
+loop pays as well; each decoded token reads its row's whole KV cache (~1,750 positions),
+which batching cannot share (only the 4 MB of weights are shared); so the engine's edge over
+the naive loop is the three re-prefills per episode that KV reuse skips. Tokens/s next to
+one batched `generate`: every later turn runs the env's reply through the model (ToolUse:
+~80 tokens a turn per episode against 16 sampled; Arithmetic's byte-level feedback line is
+as long as the answer), and each of those tokens attends to the whole context;
+`generate` alone does none of that. Without the later turns' prefills ours would run at
+0.94× single_generate.
 
 TRL 1.16 as a contender: its only multi-turn path is the tool-calling loop inside
 `GRPOTrainer`/`DistillationTrainer` (`_tool_call_loop`, private, run from the trainer's
