@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import opd_selfplay.agents.hf as hf
+import opd_selfplay.agents.prefill as prefill
 from opd_selfplay.agents.base import SamplingParams
 from opd_selfplay.agents.hf import HFPolicy
 
@@ -77,14 +77,31 @@ def test_a_weight_change_drops_the_stored_cache(tiny_policy):
     _close(policy.generate(nxt, SamplingParams(max_new_tokens=6, seed=3)), reused)
 
 
+def _count_paths(monkeypatch) -> dict[str, int]:
+    """Count the calls of each prefill path (so an equivalence test knows both ran)."""
+    calls = {"grouped": 0, "extending": 0}
+    for name in calls:
+        method = getattr(prefill.Prefill, f"_start_{name}")
+
+        def spy(self, *args, _method=method, _name=name):
+            calls[_name] += 1
+            return _method(self, *args)
+
+        monkeypatch.setattr(prefill.Prefill, f"_start_{name}", spy)
+    return calls
+
+
 def test_grouped_prefill_equals_the_padded_one(tiny_policy, monkeypatch):
     policy = HFPolicy(tiny_policy.model, tiny_policy.tokenizer)
     prompts = [_chat(policy, "word " * n) for n in (3, 40, 41, 90)]
     params = SamplingParams(max_new_tokens=10, seed=4)
-    monkeypatch.setattr(hf, "_LONG_PROMPT_TOKENS", 10**9)
+    calls = _count_paths(monkeypatch)
+    monkeypatch.setattr(prefill, "LONG_PROMPT_TOKENS", 10**9)
     padded = policy.generate(prompts, params)
-    monkeypatch.setattr(hf, "_LONG_PROMPT_TOKENS", 1)
+    assert calls["grouped"] == 0
+    monkeypatch.setattr(prefill, "LONG_PROMPT_TOKENS", 1)
     _close(padded, policy.generate(prompts, params))
+    assert calls["grouped"] == 1
 
 
 @pytest.mark.parametrize("in_place", [True, False])
@@ -97,9 +114,10 @@ def test_reuse_over_three_turns_equals_full_prefills(tiny_policy, monkeypatch, i
     layers cannot be taken over (both paths then work on copies)."""
     policy = HFPolicy(tiny_policy.model, tiny_policy.tokenizer)
     policy.eos_token_ids = frozenset()
-    monkeypatch.setattr(hf, "_LONG_PROMPT_TOKENS", 1 if grouped else 10**9)
+    calls = _count_paths(monkeypatch)
+    monkeypatch.setattr(prefill, "LONG_PROMPT_TOKENS", 1 if grouped else 10**9)
     if not in_place:
-        monkeypatch.setattr(hf, "static_over", lambda *a, **k: None)
+        monkeypatch.setattr(prefill, "static_over", lambda *a, **k: None)
     texts = ("same length A", "same length B", "other", "a much longer question here", "x")
     prompts = [_chat(policy, t) for t in texts]
     keep = ([0, 1, 2, 3, 4], [0, 2, 4], [1, 2])  # rows that play each turn
@@ -113,8 +131,9 @@ def test_reuse_over_three_turns_equals_full_prefills(tiny_policy, monkeypatch, i
             if t < 2:
                 turn = _turn2(policy, turn, out, replies[t])
                 turn = [turn[i] for i in range(len(turn)) if i in keep[t + 1]]
+    assert calls == ({"grouped": 3, "extending": 0} if grouped else {"grouped": 0, "extending": 2})
     turn = prompts
-    monkeypatch.setattr(hf, "_LONG_PROMPT_TOKENS", 10**9)  # plain padded prefills, no reuse
+    monkeypatch.setattr(prefill, "LONG_PROMPT_TOKENS", 10**9)  # plain padded prefills, no reuse
     for t in range(3):
         out = policy.generate(turn, SamplingParams(max_new_tokens=5 + t, seed=10 + t))
         plain.append(out)
