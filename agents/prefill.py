@@ -20,6 +20,7 @@ from opd_selfplay.agents.kv_cache import (
     Start,
     Stored,
     gathered,
+    layer_shape,
     match_rows,
     new_buffers,
     place_stored,
@@ -102,6 +103,7 @@ class Prefill:
             max(len(p) for p in prompts) >= LONG_PROMPT_TOKENS
             and self.device.type == "cpu"
             and plain_layers(DynamicCache(config=self.model.config), DynamicLayer)
+            and layer_shape(self.model.config) is not None
         ):
             return self._start_grouped(prompts, groups, stored, source, room)
         if stored is None:
@@ -206,8 +208,7 @@ class Prefill:
         total = width + room
         dtype = next(self.model.parameters()).dtype
         made = new_buffers(self.model.config, batch, total, dtype, device)
-        if made is None:
-            raise RuntimeError("grouped prefill needs the model's cache shape")  # pragma: no cover
+        assert made is not None  # `_start` checked the config's cache shape
         keys, values = made
         last = None
         for (c, n), rows in groups.items():
