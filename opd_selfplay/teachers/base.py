@@ -38,6 +38,8 @@ class TeacherSignal:
             (memory O(chunk × V) instead of O(N × V)).
         sampled_ids_N: the sampled tokens, for `logprobs_N` from `head`. A token-level loss
             never reads it: at a 151,936-token vocabulary that projection was 15% of a step.
+            Read it before the head's weights change (in the step that scored it): a read
+            after an in-place update (an optimizer step) raises instead of mixing the two.
     """
 
     def __init__(
@@ -55,11 +57,17 @@ class TeacherSignal:
         self.head = head
         self.sampled_ids_N = sampled_ids_N
         self._logprobs_N = logprobs_N
+        self._head_version = None if head is None else _version(head.weight)
 
     @property
     def logprobs_N(self) -> torch.Tensor | None:
         """Log-prob of the sampled action token itself (computed from `head` on first read)."""
         if self._logprobs_N is None and self.head is not None and self.sampled_ids_N is not None:
+            if _version(self.head.weight) != self._head_version:
+                raise RuntimeError(
+                    "TeacherSignal.logprobs_N: the teacher's head changed in place since it "
+                    "scored (an optimizer step?); read it in the step that made the signal"
+                )
             with torch.no_grad():  # a live teacher's head is the student's own parameter
                 self._logprobs_N = token_logprobs(self.head, self.sampled_ids_N)
         return self._logprobs_N
@@ -76,6 +84,14 @@ class TeacherSignal:
         if self.head is None:
             raise ValueError("this teacher signal has no full distribution (grey/black-box)")
         return self.head.logits()
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """The tensor's in-place version counter (None for inference tensors, which have none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
 
 
 def privileged_before(traj: Trajectory, turn: int) -> str:

@@ -68,6 +68,16 @@ def test_sampled_logprobs_are_projected_only_when_read_and_carry_no_graph(setup)
     assert torch.allclose(lazy, sampled, atol=1e-4)
 
 
+def test_a_lazy_read_after_the_head_changed_in_place_is_refused(setup):
+    engine, trajs = setup
+    model = copy.deepcopy(engine.policy.model)
+    signal = ModelTeacher(model, engine, update="live").score(trajs)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(1.0)  # what an optimizer step does, in place
+    with pytest.raises(RuntimeError, match="changed in place since it scored"):
+        _ = signal.logprobs_N
+
+
 def test_privileged_context_changes_scores_not_tokens(setup):
     engine, trajs = setup
     before = [(t.token_ids, t.action_mask) for t in trajs]
