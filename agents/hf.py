@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING
 from opd_selfplay.agents import prefill
 from opd_selfplay.agents.base import Sample, SamplingParams
 from opd_selfplay.agents.kv_cache import Stored, preallocated
-from opd_selfplay.agents.prefill import Prefill
 from opd_selfplay.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,7 +82,7 @@ def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> froz
     return frozenset(ids)
 
 
-class HFPolicy(Prefill):
+class HFPolicy(prefill.Prefill):
     """A transformers causal LM that samples with a KV cache and scores token sequences.
 
     Args:

@@ -170,10 +170,8 @@ class Prefill:
             for j, (c, s) in enumerate(zip(cached, source)):
                 if s >= 0:
                     place_stored(stored, s, c, keys, values, j, width_c - c)
-            config = self.model.config
-            cache = static_over(
-                [k[:, :, :width] for k in keys], [v[:, :, :width] for v in values], width_c, config
-            )
+            views = [k[:, :, :width] for k in keys], [v[:, :, :width] for v in values]
+            cache = static_over(*views, width_c, self.model.config)
         if cache is None:  # this transformers' cache cannot be written in place: copies
             room = 0
             rows = torch.tensor([max(s, 0) for s in source], device=device)
